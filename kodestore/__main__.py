@@ -1,0 +1,5 @@
+import sys
+
+from kodestore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,140 @@
+"""The two halves a store is made of, as the facade sees them.
+
+``RecordBackend`` holds agent info, messages, tool calls and snapshots (SQL databases, or JSON files
+for ``JSONStore``). ``RuntimeFiles`` holds the append-heavy data: events, todos, history, media cache
+(JSONL on disk, or memory). Arguments are already validated by the facade; values are plain JSON
+dicts in the SDK's shape, or models where the backend needs to serialise them itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kodestore.models import AgentInfo, JSONDict, Message, Snapshot, ToolCallRecord
+
+HistoryKind = Literal["windows", "compressions", "recovered"]
+
+
+class RecordBackend(ABC):
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def save_info(self, info: AgentInfo, now_ms: int) -> None: ...
+
+    @abstractmethod
+    async def load_info(self, agent_id: str) -> JSONDict | None: ...
+
+    @abstractmethod
+    async def save_messages(self, agent_id: str, messages: Sequence[Message], now_ms: int) -> None:
+        """Replace the history and set the info's message count; ``AgentNotFound`` without info."""
+
+    @abstractmethod
+    async def load_messages(self, agent_id: str) -> list[JSONDict]: ...
+
+    @abstractmethod
+    async def save_tool_calls(
+        self, agent_id: str, records: Sequence[ToolCallRecord], now_ms: int
+    ) -> None: ...
+
+    @abstractmethod
+    async def load_tool_calls(self, agent_id: str) -> list[JSONDict]: ...
+
+    @abstractmethod
+    async def save_turn(
+        self,
+        agent_id: str,
+        messages: Sequence[Message] | None,
+        tool_calls: Sequence[ToolCallRecord] | None,
+        info: AgentInfo | None,
+        now_ms: int,
+    ) -> None:
+        """Everything one turn changed, atomically where the backend can."""
+
+    @abstractmethod
+    async def save_snapshot(self, agent_id: str, snapshot: Snapshot, now_ms: int) -> None: ...
+
+    @abstractmethod
+    async def load_snapshot(self, agent_id: str, snapshot_id: str) -> JSONDict | None: ...
+
+    @abstractmethod
+    async def list_snapshots(self, agent_id: str) -> list[JSONDict]: ...
+
+    @abstractmethod
+    async def exists(self, agent_id: str) -> bool: ...
+
+    @abstractmethod
+    async def delete(self, agent_id: str) -> None: ...
+
+    @abstractmethod
+    async def list_agents(self, prefix: str | None) -> list[str]: ...
+
+
+@dataclass(slots=True)
+class EventLogReport:
+    """What a full read of one agent's event log found (for ``check_consistency``)."""
+
+    lines: int = 0
+    max_seq: int | None = None
+    torn_tail: bool = False
+    corrupt_lines: list[int] = field(default_factory=list)  # 1-based line numbers
+    duplicate_seqs: list[int] = field(default_factory=list)
+
+
+class RuntimeFiles(ABC):
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def append_event(self, agent_id: str, event: JSONDict) -> None:
+        """Append one Timeline dict; returns once the line is written to the OS (or fsynced)."""
+
+    @abstractmethod
+    def read_events(
+        self, agent_id: str, since_seq: int | None, channel: str | None
+    ) -> AsyncIterator[JSONDict]:
+        """Timeline dicts in append order, only ``bookmark.seq > since_seq``, only ``channel``."""
+
+    @abstractmethod
+    async def save_todos(self, agent_id: str, todos: JSONDict) -> None: ...
+
+    @abstractmethod
+    async def load_todos(self, agent_id: str) -> JSONDict | None: ...
+
+    @abstractmethod
+    async def append_history(self, agent_id: str, kind: HistoryKind, record: JSONDict) -> None: ...
+
+    @abstractmethod
+    async def load_history(self, agent_id: str, kind: HistoryKind) -> list[JSONDict]: ...
+
+    @abstractmethod
+    async def save_media_cache(self, agent_id: str, records: list[JSONDict]) -> None: ...
+
+    @abstractmethod
+    async def load_media_cache(self, agent_id: str) -> list[JSONDict]: ...
+
+    @abstractmethod
+    async def delete_agent(self, agent_id: str) -> None: ...
+
+    @abstractmethod
+    async def agent_ids(self) -> list[str]:
+        """Agents that have any file."""
+
+    @abstractmethod
+    async def inspect_events(self, agent_id: str) -> EventLogReport: ...
+
+    @abstractmethod
+    async def size_bytes(self) -> int: ...
+
+    @abstractmethod
+    async def check_writable(self) -> str | None:
+        """``None`` when a write would succeed, else why not."""

@@ -1,0 +1,341 @@
+"""The ``kodestore`` command: each subcommand opens the store, calls one library function, prints.
+
+Output is a readable table by default and JSON lines with ``--json``. Bad input ends with a one-line
+error on stderr and exit status 2; a failed check exits 1; no tracebacks for user errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TextIO
+
+from kodestore import output
+from kodestore.config import resolve_options
+from kodestore.demo import simulate
+from kodestore.errors import KodeStoreError
+from kodestore.extended import ExtendedStore
+from kodestore.facade import Store
+from kodestore.factory import build_store
+
+Command = Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
+_COMMANDS: dict[str, Command] = {}
+
+
+def _store_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.type:
+        options["type"] = args.type
+    if args.db:
+        options["db_path"] = args.db
+    if args.store_dir:
+        options["file_store_base_dir"] = args.store_dir
+    if args.dsn:
+        options["dsn"] = args.dsn
+    if args.schema:
+        options["schema"] = args.schema
+    return options
+
+
+async def open_store(args: argparse.Namespace) -> Store:
+    return await build_store(resolve_options(_store_options(args))).open()
+
+
+async def open_extended(args: argparse.Namespace) -> ExtendedStore:
+    store = await open_store(args)
+    if not isinstance(store, ExtendedStore):
+        await store.close()
+        raise KodeStoreError(f"this command needs a database-backed store, not {type(store).__name__}")
+    return store
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def register(fn: Command) -> Command:
+        _COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+# ---- commands ------------------------------------------------------------------------------------
+
+
+@command("init")
+async def _init(args: argparse.Namespace, out: TextIO) -> int:
+    from kodestore.schema_status import schema_status
+
+    if args.check:
+        status = await schema_status(resolve_options(_store_options(args)))
+        output.emit(
+            out,
+            [{"current": status.current, "applied": list(status.applied), "pending": list(status.pending)}],
+            args.json,
+        )
+        return 0 if status.current else 1
+    store = await open_store(args)
+    await store.close()
+    output.emit(out, [{"initialised": repr(store)}], args.json)
+    return 0
+
+
+@command("demo")
+async def _demo(args: argparse.Namespace, out: TextIO) -> int:
+    store = await open_extended(args)
+    async with store:
+        ids = await simulate(store, agents=args.agents, turns=args.turns)
+        out.write(f"simulated {len(ids)} agents x {args.turns} turns into {store!r}\n\n")
+        out.write("sessions (newest first):\n")
+        output.emit(
+            out,
+            [s.to_dict() for s in await store.query_sessions(limit=10)],
+            args.json,
+            columns=["agentId", "templateId", "messageCount", "createdAt"],
+        )
+        out.write("\nfailed tool calls:\n")
+        failed = await store.query_tool_calls(state="FAILED", limit=5)
+        output.emit(
+            out, [r.to_dict() for r in failed], args.json, columns=["agentId", "id", "name", "state", "error"]
+        )
+        out.write("\nstats:\n")
+        output.emit(out, [(await store.aggregate_stats()).to_dict()], args.json)
+        health = await store.health_check()
+        out.write(f"\nhealthy: {health.healthy}\n")
+    return 0
+
+
+@command("sessions")
+async def _sessions(args: argparse.Namespace, out: TextIO) -> int:
+    async with await open_extended(args) as store:
+        rows = await store.query_sessions(
+            agent_id=args.agent,
+            template_id=args.template,
+            user_id=args.user,
+            created_after=args.after,
+            created_before=args.before,
+            limit=args.limit,
+            offset=args.offset,
+            sort_by=args.sort_by,
+            sort_order=args.order,
+        )
+    output.emit(
+        out,
+        [r.to_dict() for r in rows],
+        args.json,
+        columns=["agentId", "templateId", "messageCount", "createdAt", "breakpoint"],
+    )
+    return 0
+
+
+@command("messages")
+async def _messages(args: argparse.Namespace, out: TextIO) -> int:
+    async with await open_extended(args) as store:
+        rows = await store.query_messages(
+            agent_id=args.agent,
+            role=args.role,
+            content_type=args.content_type,
+            created_after=args.after,
+            created_before=args.before,
+            limit=args.limit,
+            offset=args.offset,
+        )
+    output.emit(
+        out,
+        [r.to_dict() for r in rows],
+        args.json,
+        columns=["agentId", "seq", "role", "createdAt", "content"],
+    )
+    return 0
+
+
+@command("tool-calls")
+async def _tool_calls(args: argparse.Namespace, out: TextIO) -> int:
+    async with await open_extended(args) as store:
+        rows = await store.query_tool_calls(
+            agent_id=args.agent,
+            tool_name=args.tool,
+            state=args.state,
+            is_error=args.is_error,
+            has_approval=args.has_approval,
+            created_after=args.after,
+            created_before=args.before,
+            limit=args.limit,
+            offset=args.offset,
+        )
+    output.emit(
+        out,
+        [r.to_dict() for r in rows],
+        args.json,
+        columns=["agentId", "id", "name", "state", "isError", "durationMs"],
+    )
+    return 0
+
+
+@command("stats")
+async def _stats(args: argparse.Namespace, out: TextIO) -> int:
+    async with await open_extended(args) as store:
+        stats = await store.aggregate_stats(args.agent)
+    output.emit(out, [stats.to_dict()], args.json)
+    return 0
+
+
+@command("health")
+async def _health(args: argparse.Namespace, out: TextIO) -> int:
+    async with await open_extended(args) as store:
+        status = await store.health_check()
+    output.emit(out, [output.flatten(status.to_dict())], args.json)
+    return 0 if status.healthy else 1
+
+
+@command("check")
+async def _check(args: argparse.Namespace, out: TextIO) -> int:
+    async with await open_extended(args) as store:
+        result = await store.check_consistency(args.agent)
+    if args.json:
+        output.emit(out, [result.to_dict()], True)
+    else:
+        out.write("consistent\n" if result.consistent else "".join(f"{i}\n" for i in result.issues))
+    return 0 if result.consistent else 1
+
+
+@command("events")
+async def _events(args: argparse.Namespace, out: TextIO) -> int:
+    from kodestore.follow import follow_events
+
+    async with await open_store(args) as store:
+        async for timeline in follow_events(store, args.agent_id, args.since, args.channel, args.follow):
+            output.emit(out, [timeline.to_dict()], True)
+            out.flush()
+    return 0
+
+
+# ---- parsing -------------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError("expected true or false")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("store (default: from KODE_* environment variables)")
+    where.add_argument("--type", choices=["sqlite", "postgres", "memory", "json"], help="store type")
+    where.add_argument("--db", help="SQLite database path (KODE_SQLITE_PATH)")
+    where.add_argument("--store-dir", help="directory of the JSONL files (KODE_STORE_PATH)")
+    where.add_argument("--dsn", help="PostgreSQL DSN (KODE_POSTGRES_DSN / DATABASE_URL)")
+    where.add_argument("--schema", help="PostgreSQL schema (default public)")
+    common.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+
+    page = argparse.ArgumentParser(add_help=False)
+    page.add_argument("--agent", help="only this agent id")
+    page.add_argument("--after", type=int, help="created at or after (epoch ms)")
+    page.add_argument("--before", type=int, help="created before (epoch ms)")
+    page.add_argument("--limit", type=_positive, default=100, help="rows per page (default 100)")
+    page.add_argument("--offset", type=_positive, default=0, help="rows to skip")
+
+    parser = argparse.ArgumentParser(prog="kodestore", description="Inspect and operate a kodestore store.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = sub.add_parser(
+        "init",
+        parents=[common],
+        help="create or upgrade the schema",
+        description="Create the database schema, or report its status with --check.",
+    )
+    init.add_argument("--check", action="store_true", help="only report whether the schema is current")
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="simulate agent sessions and query them",
+        description="Simulate agent sessions into the store, then print queries and stats.",
+    )
+    demo.add_argument("--agents", type=_positive, default=5, help="agents to simulate (default 5)")
+    demo.add_argument("--turns", type=_positive, default=6, help="turns per agent (default 6)")
+
+    sessions = sub.add_parser(
+        "sessions",
+        parents=[common, page],
+        help="list sessions",
+        description="List sessions (agents), newest first.",
+    )
+    sessions.add_argument("--template", help="template id")
+    sessions.add_argument("--user", help="metadata userId / user")
+    sessions.add_argument(
+        "--sort-by", default="created_at", choices=["created_at", "updated_at", "message_count"]
+    )
+    sessions.add_argument("--order", default="desc", choices=["desc", "asc"])
+    messages = sub.add_parser(
+        "messages",
+        parents=[common, page],
+        help="list messages",
+        description="List messages across agents, newest first.",
+    )
+    messages.add_argument("--role", help="user, assistant, system")
+    messages.add_argument("--content-type", help="a content block type: text, tool_use, tool_result, image")
+    calls = sub.add_parser(
+        "tool-calls",
+        parents=[common, page],
+        help="list tool calls",
+        description="List tool-call records across agents, newest first.",
+    )
+    calls.add_argument("--tool", help="tool name")
+    calls.add_argument("--state", help="PENDING, COMPLETED, FAILED, ...")
+    calls.add_argument("--is-error", type=_bool, help="true or false")
+    calls.add_argument("--has-approval", type=_bool, help="true or false")
+    stats = sub.add_parser(
+        "stats",
+        parents=[common],
+        help="aggregate statistics",
+        description="Totals and counts by tool name and state, for one agent or all.",
+    )
+    stats.add_argument("--agent", help="only this agent id")
+    sub.add_parser(
+        "health",
+        parents=[common],
+        help="check database and files",
+        description="Report database reachability and whether the files are writable; exit 1 if not.",
+    )
+    check = sub.add_parser(
+        "check",
+        parents=[common],
+        help="check consistency (exit 1 if inconsistent)",
+        description="Compare the database with the files; exit 1 when they disagree.",
+    )
+    check.add_argument("--agent", help="only this agent id (default: the whole store)")
+    events = sub.add_parser(
+        "events",
+        parents=[common],
+        help="print or follow an agent's events",
+        description="Print an agent's events as JSON lines; --follow keeps tailing.",
+    )
+    events.add_argument("agent_id")
+    events.add_argument("--since", type=int, help="only events with seq greater than this")
+    events.add_argument("--channel", choices=["progress", "control", "monitor"])
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 1 check failed, 2 bad input or error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    stream = out or sys.stdout
+    try:
+        return asyncio.run(_COMMANDS[args.command](args, stream))
+    except (KodeStoreError, ValueError, OSError) as exc:
+        print(f"kodestore {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

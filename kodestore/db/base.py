@@ -1,0 +1,107 @@
+"""The narrow interface between the shared SQL logic and a database driver.
+
+Store logic is written once, as *plans*: generators that yield ``Stmt`` objects and receive each
+statement's result. A driver runs a whole plan inside one transaction — SQLite in its own thread
+(one hop for the whole plan), Postgres on a pooled async connection — so the logic never knows
+which database it talks to, and a driver holds only what truly differs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from kodestore.db.migrations import SchemaStatus
+
+T = TypeVar("T")
+
+Fetch = Literal["none", "one", "all"]
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stmt:
+    """One SQL statement with ``?`` placeholders; ``many=True`` runs it once per row of ``params``."""
+
+    sql: str
+    params: Sequence[Any] = ()
+    fetch: Fetch = "none"
+    many: bool = False
+
+
+Plan = Generator[Stmt, Any, T]
+PlanFactory = Callable[[], Plan[T]]
+
+
+class Dialect(ABC):
+    """SQL fragments that differ between databases. Fragments take and return SQL text only."""
+
+    name: str
+    #: appended to a SELECT that must lock the rows it reads until commit
+    for_update: str
+
+    @abstractmethod
+    def content_has_type(self, column: str) -> str:
+        """True when JSON array ``column`` has an element whose ``type`` is the next parameter."""
+
+    @abstractmethod
+    def json_text(self, column: str, key: str) -> str:
+        """The text value of top-level ``key`` in JSON object ``column`` (``key`` is a trusted literal)."""
+
+    @abstractmethod
+    def json_array_has(self, column: str) -> str:
+        """A condition true when JSON array ``column`` contains the next parameter (a string)."""
+
+    @abstractmethod
+    def prefix_range(self, column: str) -> str:
+        """``column`` between the next two parameters, compared by code point (not by locale)."""
+
+    @abstractmethod
+    def table_exists(self, table: str) -> Stmt:
+        """A statement whose single row is non-empty when ``table`` exists."""
+
+    @abstractmethod
+    def json_object_agg(self, key: str, value: str) -> str:
+        """An aggregate building a JSON object (as text) from ``key`` -> ``value`` rows."""
+
+    def migration_lock(self) -> Stmt | None:
+        """A statement that serialises concurrent migrations until commit, where one is needed."""
+        return None
+
+    @abstractmethod
+    def json_contains(self, column: str) -> str:
+        """A condition true when JSON object ``column`` contains the next parameter (a JSON object text)."""
+
+
+class SqlDriver(ABC):
+    """Runs plans against one database; owns its connections."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect; apply pending migrations unless ``migrate=False`` (read-only inspection)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def schema_status(self) -> SchemaStatus: ...
+
+    @abstractmethod
+    async def run(self, plan: PlanFactory[T], *, write: bool) -> T:
+        """Run ``plan()`` in one transaction; commit if it returns, roll back if it raises."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+
+    @abstractmethod
+    async def size_bytes(self) -> int: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, safe to print (no password)."""

@@ -1,0 +1,473 @@
+"""Agent info, messages, tool calls and snapshots in SQL: the logic, written once for every dialect.
+
+Saves are diffs. Each agent row carries a random version token per collection, changed by every save;
+a writer keeps the row hashes it last wrote under that token, so a new turn reads one small row,
+writes only the new or changed rows, and never rewrites the history. When another process saved in
+between, the token differs and the writer reloads the stored hashes first.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from kodestore.backend import RecordBackend
+from kodestore.db.base import Plan, SqlDriver, Stmt
+from kodestore.db.queries import (
+    MessageQuery,
+    SessionQuery,
+    ToolCallQuery,
+    message_from_row,
+    messages_stmt,
+    session_from_row,
+    sessions_stmt,
+    stats_from_row,
+    stats_stmt,
+    tool_call_from_row,
+    tool_calls_stmt,
+)
+from kodestore.db.rows import (
+    InfoRow,
+    MessageRow,
+    ToolCallRow,
+    info_row,
+    message_from_columns,
+    message_rows,
+    snapshot_body,
+    tool_call_rows,
+)
+from kodestore.errors import AgentNotFound
+from kodestore.jsonutil import loads
+from kodestore.models import (
+    AgentInfo,
+    AgentStats,
+    JSONDict,
+    Message,
+    MessageRecord,
+    SessionInfo,
+    Snapshot,
+    ToolCallRecord,
+)
+
+K = TypeVar("K")
+
+_CACHE_AGENTS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored(Generic[K]):
+    """What one collection of one agent holds, as last seen: key -> (hash, created_at)."""
+
+    version: int
+    rows: dict[K, tuple[bytes, int]]
+
+
+class _VersionedCache(Generic[K]):
+    """LRU of ``_Stored`` per agent, trusted only while the agent's version token matches."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, _Stored[K]] = OrderedDict()
+
+    def get(self, agent_id: str, version: int) -> dict[K, tuple[bytes, int]] | None:
+        entry = self._entries.get(agent_id)
+        if entry is None or entry.version != version:
+            return None
+        self._entries.move_to_end(agent_id)
+        return entry.rows
+
+    def put(self, agent_id: str, version: int, rows: dict[K, tuple[bytes, int]]) -> None:
+        self._entries[agent_id] = _Stored(version, rows)
+        self._entries.move_to_end(agent_id)
+        while len(self._entries) > _CACHE_AGENTS:
+            self._entries.popitem(last=False)
+
+    def forget(self, agent_id: str) -> None:
+        self._entries.pop(agent_id, None)
+
+
+def _new_version() -> int:
+    return secrets.randbits(62) + 1
+
+
+_UPSERT_INFO = (
+    "INSERT INTO agents (agent_id, template_id, created_at_ms, updated_at_ms, message_count, metadata,"
+    " lineage, info) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (agent_id) DO UPDATE SET template_id = excluded.template_id,"
+    " created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms,"
+    " message_count = excluded.message_count, metadata = excluded.metadata,"
+    " lineage = excluded.lineage, info = excluded.info"
+)
+_UPSERT_MESSAGE = (
+    "INSERT INTO messages (agent_id, seq, role, content, metadata, extra, hash, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, seq) DO UPDATE SET role = excluded.role,"
+    " content = excluded.content, metadata = excluded.metadata, extra = excluded.extra,"
+    " hash = excluded.hash, created_at = excluded.created_at"
+)
+_UPSERT_TOOL_CALL = (
+    "INSERT INTO tool_calls (agent_id, id, position, name, state, is_error, approval_required,"
+    " created_at, record, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (agent_id, id) DO UPDATE SET position = excluded.position, name = excluded.name,"
+    " state = excluded.state, is_error = excluded.is_error,"
+    " approval_required = excluded.approval_required, created_at = excluded.created_at,"
+    " record = excluded.record, hash = excluded.hash"
+)
+_UPSERT_SNAPSHOT = (
+    "INSERT INTO snapshots (agent_id, snapshot_id, body) VALUES (?, ?, ?)"
+    " ON CONFLICT (agent_id, snapshot_id) DO UPDATE SET body = excluded.body"
+)
+
+
+def _upsert_info(row: InfoRow, now_ms: int) -> Stmt:
+    return Stmt(
+        _UPSERT_INFO,
+        (
+            row.agent_id,
+            row.template_id,
+            row.created_at_ms,
+            now_ms,
+            row.message_count,
+            row.metadata,
+            row.lineage,
+            row.info,
+        ),
+    )
+
+
+class SqlRecords(RecordBackend):
+    """The database half of a store, over any ``SqlDriver``."""
+
+    def __init__(self, driver: SqlDriver) -> None:
+        self.driver = driver
+        self._for_update = driver.dialect.for_update
+        self._messages: _VersionedCache[int] = _VersionedCache()
+        self._tool_calls: _VersionedCache[str] = _VersionedCache()
+
+    async def open(self) -> None:
+        await self.driver.open()
+
+    async def close(self) -> None:
+        await self.driver.close()
+
+    # ---- info ------------------------------------------------------------------------------------
+
+    async def save_info(self, info: AgentInfo, now_ms: int) -> None:
+        row = info_row(info)
+
+        def plan() -> Plan[None]:
+            yield _upsert_info(row, now_ms)
+
+        await self.driver.run(plan, write=True)
+
+    async def load_info(self, agent_id: str) -> JSONDict | None:
+        def plan() -> Plan[Any]:
+            return (
+                yield Stmt("SELECT info, message_count FROM agents WHERE agent_id = ?", (agent_id,), "one")
+            )
+
+        row = await self.driver.run(plan, write=False)
+        if row is None:
+            return None
+        info: JSONDict = loads(row[0])
+        info["messageCount"] = int(row[1])
+        return info
+
+    # ---- messages --------------------------------------------------------------------------------
+
+    def _lock_agent(self, agent_id: str, column: str) -> Plan[int]:
+        row = yield Stmt(
+            f"SELECT {column} FROM agents WHERE agent_id = ?{self._for_update}", (agent_id,), "one"
+        )
+        if row is None:
+            raise AgentNotFound(f"agent {agent_id!r} has no info; save_info first")
+        return int(row[0])
+
+    def replace_messages_plan(self, agent_id: str, rows: Sequence[MessageRow], now_ms: int) -> Plan[None]:
+        version = yield from self._lock_agent(agent_id, "messages_version")
+        stored = self._messages.get(agent_id, version)
+        if stored is None:
+            found = yield Stmt(
+                "SELECT seq, hash, created_at FROM messages WHERE agent_id = ?", (agent_id,), "all"
+            )
+            stored = {int(seq): (bytes(h), int(created)) for seq, h, created in found}
+        created_by_hash = None
+        upserts = []
+        new_rows: dict[int, tuple[bytes, int]] = {}
+        for row in rows:
+            old = stored.get(row.seq)
+            if old is not None and old[0] == row.hash:
+                new_rows[row.seq] = old
+                continue
+            if created_by_hash is None:  # a message moved (history compacted) keeps its first-save time
+                created_by_hash = {h: created for h, created in stored.values()}
+            created = created_by_hash.get(row.hash, now_ms)
+            new_rows[row.seq] = (row.hash, created)
+            upserts.append(
+                (agent_id, row.seq, row.role, row.content, row.metadata, row.extra, row.hash, created)
+            )
+        if upserts:
+            yield Stmt(_UPSERT_MESSAGE, upserts, many=True)
+        if len(stored) > len(rows):
+            yield Stmt("DELETE FROM messages WHERE agent_id = ? AND seq >= ?", (agent_id, len(rows)))
+        new_version = _new_version()
+        yield Stmt(
+            "UPDATE agents SET message_count = ?, messages_version = ?, updated_at_ms = ? WHERE agent_id = ?",
+            (len(rows), new_version, now_ms, agent_id),
+        )
+        self._messages.put(agent_id, new_version, new_rows)
+
+    async def save_messages(self, agent_id: str, messages: Sequence[Message], now_ms: int) -> None:
+        rows = message_rows(messages)
+        try:
+            await self.driver.run(lambda: self.replace_messages_plan(agent_id, rows, now_ms), write=True)
+        except BaseException:
+            self._messages.forget(agent_id)
+            raise
+
+    async def load_messages(self, agent_id: str) -> list[JSONDict]:
+        def plan() -> Plan[Any]:
+            return (
+                yield Stmt(
+                    "SELECT role, content, metadata, extra FROM messages WHERE agent_id = ? ORDER BY seq",
+                    (agent_id,),
+                    "all",
+                )
+            )
+
+        return [message_from_columns(*row) for row in await self.driver.run(plan, write=False)]
+
+    # ---- tool calls ------------------------------------------------------------------------------
+
+    def replace_tool_calls_plan(self, agent_id: str, rows: Sequence[ToolCallRow], now_ms: int) -> Plan[None]:
+        version = yield from self._lock_agent(agent_id, "tool_calls_version")
+        stored = self._tool_calls.get(agent_id, version)
+        if stored is None:
+            found = yield Stmt("SELECT id, hash FROM tool_calls WHERE agent_id = ?", (agent_id,), "all")
+            stored = {str(i): (bytes(h), 0) for i, h in found}
+        upserts = []
+        new_rows: dict[str, tuple[bytes, int]] = {}
+        for row in rows:
+            new_rows[row.id] = (row.hash, 0)
+            old = stored.get(row.id)
+            if old is None or old[0] != row.hash:
+                upserts.append(
+                    (
+                        agent_id,
+                        row.id,
+                        row.position,
+                        row.name,
+                        row.state,
+                        row.is_error,
+                        row.approval_required,
+                        row.created_at,
+                        row.record,
+                        row.hash,
+                    )
+                )
+        removed = [(agent_id, key) for key in stored if key not in new_rows]
+        if removed:
+            yield Stmt("DELETE FROM tool_calls WHERE agent_id = ? AND id = ?", removed, many=True)
+        if upserts:
+            yield Stmt(_UPSERT_TOOL_CALL, upserts, many=True)
+        new_version = _new_version()
+        yield Stmt(
+            "UPDATE agents SET tool_calls_version = ?, updated_at_ms = ? WHERE agent_id = ?",
+            (new_version, now_ms, agent_id),
+        )
+        self._tool_calls.put(agent_id, new_version, new_rows)
+
+    async def save_tool_calls(self, agent_id: str, records: Sequence[ToolCallRecord], now_ms: int) -> None:
+        rows = tool_call_rows(records)
+        try:
+            await self.driver.run(lambda: self.replace_tool_calls_plan(agent_id, rows, now_ms), write=True)
+        except BaseException:
+            self._tool_calls.forget(agent_id)
+            raise
+
+    async def load_tool_calls(self, agent_id: str) -> list[JSONDict]:
+        def plan() -> Plan[Any]:
+            return (
+                yield Stmt(
+                    "SELECT record FROM tool_calls WHERE agent_id = ? ORDER BY position", (agent_id,), "all"
+                )
+            )
+
+        return [loads(row[0]) for row in await self.driver.run(plan, write=False)]
+
+    # ---- one turn in one transaction -------------------------------------------------------------
+
+    async def save_turn(
+        self,
+        agent_id: str,
+        messages: Sequence[Message] | None,
+        tool_calls: Sequence[ToolCallRecord] | None,
+        info: AgentInfo | None,
+        now_ms: int,
+    ) -> None:
+        """Messages, tool calls and info of one turn, committed together (one round trip on SQLite)."""
+        info_data = None if info is None else info_row(info)
+        message_data = None if messages is None else message_rows(messages)
+        tool_call_data = None if tool_calls is None else tool_call_rows(tool_calls)
+
+        def plan() -> Plan[None]:
+            if info_data is not None:
+                yield _upsert_info(info_data, now_ms)
+            if message_data is not None:
+                yield from self.replace_messages_plan(agent_id, message_data, now_ms)
+            if tool_call_data is not None:
+                yield from self.replace_tool_calls_plan(agent_id, tool_call_data, now_ms)
+
+        try:
+            await self.driver.run(plan, write=True)
+        except BaseException:
+            self._messages.forget(agent_id)
+            self._tool_calls.forget(agent_id)
+            raise
+
+    # ---- snapshots -------------------------------------------------------------------------------
+
+    async def save_snapshot(self, agent_id: str, snapshot: Snapshot, now_ms: int) -> None:
+        body = snapshot_body(snapshot)
+
+        def plan() -> Plan[None]:
+            yield from self._lock_agent(agent_id, "updated_at_ms")
+            yield Stmt(_UPSERT_SNAPSHOT, (agent_id, snapshot.id, body))
+            yield Stmt("UPDATE agents SET updated_at_ms = ? WHERE agent_id = ?", (now_ms, agent_id))
+
+        await self.driver.run(plan, write=True)
+
+    async def load_snapshot(self, agent_id: str, snapshot_id: str) -> JSONDict | None:
+        def plan() -> Plan[Any]:
+            return (
+                yield Stmt(
+                    "SELECT body FROM snapshots WHERE agent_id = ? AND snapshot_id = ?",
+                    (agent_id, snapshot_id),
+                    "one",
+                )
+            )
+
+        row = await self.driver.run(plan, write=False)
+        return None if row is None else loads(row[0])
+
+    async def list_snapshots(self, agent_id: str) -> list[JSONDict]:
+        def plan() -> Plan[Any]:
+            return (
+                yield Stmt(
+                    "SELECT body FROM snapshots WHERE agent_id = ? ORDER BY row_id", (agent_id,), "all"
+                )
+            )
+
+        return [loads(row[0]) for row in await self.driver.run(plan, write=False)]
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def exists(self, agent_id: str) -> bool:
+        def plan() -> Plan[Any]:
+            return (yield Stmt("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,), "one"))
+
+        return await self.driver.run(plan, write=False) is not None
+
+    async def delete(self, agent_id: str) -> None:
+        def plan() -> Plan[None]:
+            # children first: correct even where the database does not cascade
+            for table in ("messages", "tool_calls", "snapshots", "agents"):
+                yield Stmt(f"DELETE FROM {table} WHERE agent_id = ?", (agent_id,))
+
+        self._messages.forget(agent_id)
+        self._tool_calls.forget(agent_id)
+        await self.driver.run(plan, write=True)
+
+    async def list_agents(self, prefix: str | None) -> list[str]:
+        dialect = self.driver.dialect
+
+        def plan() -> Plan[Any]:
+            if prefix:
+                # a range scan on the primary key; no LIKE, so '%' and '_' in a prefix are literal
+                return (
+                    yield Stmt(
+                        f"SELECT agent_id FROM agents WHERE {dialect.prefix_range('agent_id')}"
+                        " ORDER BY agent_id",
+                        (prefix, prefix + "\U0010ffff"),
+                        "all",
+                    )
+                )
+            return (yield Stmt("SELECT agent_id FROM agents ORDER BY agent_id", (), "all"))
+
+        return [str(row[0]) for row in await self.driver.run(plan, write=False)]
+
+    async def descendants(self, agent_id: str) -> list[str]:
+        condition = self.driver.dialect.json_array_has("lineage")
+
+        def plan() -> Plan[Any]:
+            return (
+                yield Stmt(
+                    f"SELECT agent_id FROM agents WHERE {condition} ORDER BY created_at_ms, agent_id",
+                    (agent_id,),
+                    "all",
+                )
+            )
+
+        return [str(row[0]) for row in await self.driver.run(plan, write=False)]
+
+    async def totals(self) -> tuple[int, int, int]:
+        """(agents, messages, tool calls) across the store."""
+
+        def plan() -> Plan[Any]:
+            return (
+                yield Stmt(
+                    "SELECT (SELECT COUNT(*) FROM agents), (SELECT COUNT(*) FROM messages),"
+                    " (SELECT COUNT(*) FROM tool_calls)",
+                    (),
+                    "one",
+                )
+            )
+
+        row = await self.driver.run(plan, write=False)
+        return int(row[0]), int(row[1]), int(row[2])
+
+    async def stored_message_count(self, agent_id: str) -> tuple[int, int] | None:
+        """(info's message_count, rows in messages) for the consistency check; None without info."""
+
+        def plan() -> Plan[Any]:
+            return (
+                yield Stmt(
+                    "SELECT message_count, (SELECT COUNT(*) FROM messages WHERE agent_id = ?)"
+                    " FROM agents WHERE agent_id = ?",
+                    (agent_id, agent_id),
+                    "one",
+                )
+            )
+
+        row = await self.driver.run(plan, write=False)
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    # ---- analyst queries -------------------------------------------------------------------------
+
+    async def _fetch_all(self, stmt: Stmt) -> list[Any]:
+        def plan() -> Plan[Any]:
+            return (yield stmt)
+
+        rows: list[Any] = await self.driver.run(plan, write=False)
+        return rows
+
+    async def query_sessions(self, query: SessionQuery) -> list[SessionInfo]:
+        rows = await self._fetch_all(sessions_stmt(self.driver.dialect, query))
+        return [session_from_row(row) for row in rows]
+
+    async def query_messages(self, query: MessageQuery) -> list[MessageRecord]:
+        rows = await self._fetch_all(messages_stmt(self.driver.dialect, query))
+        return [message_from_row(row) for row in rows]
+
+    async def query_tool_calls(self, query: ToolCallQuery) -> list[ToolCallRecord]:
+        rows = await self._fetch_all(tool_calls_stmt(self.driver.dialect, query))
+        return [tool_call_from_row(row) for row in rows]
+
+    async def aggregate_stats(self, agent_id: str | None) -> AgentStats:
+        stmt = stats_stmt(self.driver.dialect, agent_id)
+
+        def plan() -> Plan[Any]:
+            return (yield stmt)
+
+        return stats_from_row(await self.driver.run(plan, write=False))

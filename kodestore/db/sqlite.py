@@ -1,0 +1,179 @@
+"""SQLite: the dialect and a driver that runs each plan on one dedicated thread.
+
+One connection, one thread: a whole plan (a save with its diff) costs one hop off the event loop, and
+SQLite sees a single writer per process. WAL with ``synchronous=NORMAL`` survives a killed process;
+``busy_timeout`` lets several processes share the file without "database is locked".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kodestore.db.base import Dialect, PlanFactory, SqlDriver, Stmt, T
+from kodestore.db.migrations import SchemaStatus, migrate_plan, status_plan
+from kodestore.errors import KodeStoreError, StorageError
+from kodestore.validation import now_ms
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+    for_update = ""  # BEGIN IMMEDIATE already holds the write lock
+
+    def content_has_type(self, column: str) -> str:
+        return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE json_extract(value, '$.type') = ?)"
+
+    def json_text(self, column: str, key: str) -> str:
+        return f"json_extract({column}, '$.\"{key}\"')"
+
+    def json_array_has(self, column: str) -> str:
+        return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value = ?)"
+
+    def json_contains(self, column: str) -> str:
+        # every (key, value) pair of the parameter object is present in the column's object
+        return (
+            f"NOT EXISTS (SELECT 1 FROM json_each(?) AS want WHERE NOT EXISTS ("
+            f"SELECT 1 FROM json_each({column}) AS have WHERE have.key = want.key"
+            " AND have.type = want.type AND have.value IS want.value))"
+        )
+
+    def json_object_agg(self, key: str, value: str) -> str:
+        return f"json_group_object({key}, {value})"
+
+    def prefix_range(self, column: str) -> str:
+        return f"{column} >= ? AND {column} < ?"  # TEXT compares by code point (BINARY collation)
+
+    def table_exists(self, table: str) -> Stmt:
+        return Stmt("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,), "one")
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    try:
+        return _configure(path)
+    except sqlite3.Error as exc:
+        raise _translate(exc) from exc
+    except OSError as exc:
+        raise StorageError(f"sqlite: cannot create {path}: {exc.strerror or exc}") from exc
+
+
+def _configure(path: str) -> sqlite3.Connection:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.path.exists(path):  # owner-only from the first byte
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class SqliteDriver(SqlDriver):
+    """Plans on one connection in one thread. ``path=":memory:"`` keeps everything in RAM."""
+
+    dialect = SqliteDialect()
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
+
+    async def open(self, *, migrate: bool = True) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kodestore-sqlite")
+        try:
+            self._conn = await self._call(_connect, self.path)
+            if migrate:
+                await self.run(lambda: migrate_plan(self.dialect, now_ms()), write=True)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._call(conn.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        assert self._executor is not None, "driver not open"
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def run(self, plan: PlanFactory[T], *, write: bool) -> T:
+        result: T = await self._call(self._run_sync, plan, write)
+        return result
+
+    def _run_sync(self, plan: PlanFactory[T], write: bool) -> T:
+        conn = self._conn
+        assert conn is not None, "driver not open"
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                steps = plan()
+                result: Any = None
+                while True:
+                    try:
+                        stmt = steps.send(result)
+                    except StopIteration as done:
+                        conn.execute("COMMIT")
+                        return done.value  # type: ignore[no-any-return]
+                    result = _execute(conn, stmt)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+    async def ping(self) -> None:
+        await self.run(_ping_plan, write=False)
+
+    async def size_bytes(self) -> int:
+        if self.path == ":memory:":
+            return int(await self.run(_page_bytes_plan, write=False))
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+    async def schema_status(self) -> SchemaStatus:
+        return await self.run(lambda: status_plan(self.dialect), write=False)
+
+
+def _execute(conn: sqlite3.Connection, stmt: Stmt) -> Any:
+    if stmt.many:
+        conn.executemany(stmt.sql, stmt.params)
+        return None
+    cursor = conn.execute(stmt.sql, stmt.params)
+    if stmt.fetch == "one":
+        return cursor.fetchone()
+    if stmt.fetch == "all":
+        return cursor.fetchall()
+    return None
+
+
+def _ping_plan() -> Any:
+    return (yield Stmt("SELECT 1", (), "one"))
+
+
+def _page_bytes_plan() -> Any:
+    row = yield Stmt("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", (), "one")
+    return row[0]
+
+
+def _translate(exc: sqlite3.Error) -> KodeStoreError:
+    """One place where SQLite's errors become kodestore's."""
+    message = str(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        return StorageError(f"sqlite: {message}")
+    return KodeStoreError(f"sqlite: {message}")

@@ -1,0 +1,27 @@
+"""``kodestore events --follow``: tail a live event log by polling from the last seq seen."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from kodestore.facade import Store
+from kodestore.models import Timeline
+
+POLL_INTERVAL_S = 0.5
+
+
+async def follow_events(
+    store: Store, agent_id: str, since: int | None, channel: str | None, follow: bool
+) -> AsyncIterator[Timeline]:
+    """Yield events after ``since``; with ``follow``, keep yielding new ones until cancelled.
+
+    Each poll resumes from the highest seq seen, which the log's seek index makes cheap."""
+    last = since
+    while True:
+        async for timeline in store.read_events(agent_id, since=last, channel=channel):
+            last = timeline.bookmark.seq if last is None else max(last, timeline.bookmark.seq)
+            yield timeline
+        if not follow:
+            return
+        await asyncio.sleep(POLL_INTERVAL_S)
