@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate agent sessions into the store, then print queries and stats.",
     )
     demo.add_argument("--agents", type=_positive, default=5, help="agents to simulate (default 5)")
-    demo.add_argument("--turns", type=_positive, default=6, help="turns per agent (default 6)")
+    demo.add_argument("--turns", type=_positive, default=10, help="turns per agent (default 10)")
 
     sessions = sub.add_parser(
         "sessions",

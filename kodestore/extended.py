@@ -66,8 +66,6 @@ class QueryableStore(Store):
     @operation("queries")
     async def aggregate_stats(self, agent_id: str | None = None) -> AgentStats:
         """Totals for one agent, or across all agents when ``agent_id`` is None, in one query."""
-        if agent_id is not None:
-            validate_agent_id(agent_id)
         return await self._records.aggregate_stats(agent_id)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -45,13 +46,17 @@ def operation(kind: OperationKind) -> Callable[[Method[S, P, R]], Method[S, P, R
     """Refuse calls on a closed store, validate a leading agent id, and time the call."""
 
     def decorate(method: Method[S, P, R]) -> Method[S, P, R]:
-        takes_agent_id = method.__code__.co_varnames[1:2] == ("agent_id",)
+        parameter = inspect.signature(method).parameters.get("agent_id")
+        takes_agent_id = parameter is not None
+        agent_id_optional = parameter is not None and parameter.default is None
 
         @functools.wraps(method)
         async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
             self._ensure_open()
             if takes_agent_id:
-                validate_agent_id(args[0] if args else kwargs.get("agent_id"))
+                agent_id = args[0] if args else kwargs.get("agent_id")
+                if agent_id is not None or not agent_id_optional:
+                    validate_agent_id(agent_id)
             started = time.perf_counter()
             try:
                 return await method(self, *args, **kwargs)

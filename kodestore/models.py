@@ -65,7 +65,7 @@ class _Model:
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             if f.name == "extra":
                 continue
-            optional = type(None) in typing.get_args(hints[f.name])
+            optional = f.default is None or type(None) in typing.get_args(hints[f.name])
             has_default = not (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
             nested = cls._NESTED.get(f.name) or cls._NESTED_LISTS.get(f.name)
             codecs.append(

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from kodestore import MemoryStore, SqliteStore
+pytest.register_assert_rewrite("kodestore.testing")
+
+from kodestore import MemoryStore, SqliteStore  # noqa: E402
 
 TEST_DSN = os.environ.get("KODESTORE_TEST_DSN", "postgresql://root@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
