@@ -17,7 +17,7 @@ import pytest
 
 pytest.register_assert_rewrite("kodestore.testing")
 
-from kodestore import MemoryStore, SqliteStore  # noqa: E402
+from kodestore import JSONStore, MemoryStore, SqliteStore  # noqa: E402
 
 TEST_DSN = os.environ.get("KODESTORE_TEST_DSN", "postgresql://root@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -52,6 +52,8 @@ async def make_store(backend: str, tmp_path: Path) -> Any:
         return await MemoryStore().open()
     if backend == "sqlite":
         return await SqliteStore(tmp_path / "db" / "agents.db", tmp_path / "files").open()
+    if backend == "json":
+        return await JSONStore(tmp_path / "files").open()
     require_postgres()
     from kodestore import PostgresStore
 
@@ -72,11 +74,24 @@ async def drop_test_schema(store: Any) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    opened = await make_store(request.param, tmp_path)
+async def _open_and_clean(backend: str, tmp_path: Path) -> AsyncIterator[Any]:
+    opened = await make_store(backend, tmp_path)
     try:
         yield opened
     finally:
         await opened.close()
         await drop_test_schema(opened)
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """An open extended store: memory, sqlite, postgres."""
+    async for opened in _open_and_clean(request.param, tmp_path):
+        yield opened
+
+
+@pytest.fixture(params=[*BACKENDS, "json"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """Any store, the files-only JSONStore included (the plain Store contract)."""
+    async for opened in _open_and_clean(request.param, tmp_path):
+        yield opened

@@ -20,7 +20,8 @@ from typing import Generic, Protocol, TypeVar
 
 import aiofiles
 
-from kodestore.files.atomic import FILE_MODE, Durability, ensure_dir, storage_error, write_all
+from kodestore.config import Durability
+from kodestore.files.atomic import FILE_MODE, ensure_dir, storage_error, write_all
 
 READ_CHUNK = 256 * 1024
 QUARANTINE_SUFFIX = ".quarantine"
@@ -155,7 +156,10 @@ class AppendLog:
             os.close(quarantine)
         os.ftruncate(fd, keep)
         logger.warning(
-            "%s: moved a torn line of %d bytes at offset %d to %s", self.path, len(tail), keep,
+            "%s: moved a torn line of %d bytes at offset %d to %s",
+            self.path,
+            len(tail),
+            keep,
             self.quarantine_path.name,
         )
         return keep
@@ -172,7 +176,7 @@ class AppendLog:
             return
         except OSError as exc:
             raise storage_error("read", self.path, exc) from exc
-        async with file:
+        try:
             await file.seek(start_offset)
             offset = start_offset
             pending: list[bytes] = []
@@ -192,6 +196,8 @@ class AppendLog:
                     newline = chunk.find(b"\n", begin)
                 if begin < len(chunk):
                     pending.append(chunk[begin:])
+        finally:
+            await file.close()
 
     def has_torn_tail(self) -> bool:
         """The file is non-empty and does not end with a newline (blocking; call in a thread)."""
@@ -228,6 +234,11 @@ def _last_line_end(fd: int, size: int) -> int:
             return begin + newline + 1
         end = begin
     return 0
+
+
+def warn_corrupt_line(path: Path, offset: int) -> None:
+    """Readers skip a line they cannot decode, and say so, but never stop at it."""
+    logger.warning("%s: skipped a corrupt line at byte %d", path, offset)
 
 
 class Pooled(Protocol):

@@ -11,14 +11,13 @@ import secrets
 from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
+from kodestore.config import Durability
 from kodestore.errors import StorageError
 from kodestore.jsonutil import loads
-
-Durability = Literal["os", "fsync"]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600

@@ -22,8 +22,9 @@ from pathlib import Path
 import orjson
 
 from kodestore.backend import EventLogReport
-from kodestore.files.applog import READ_CHUNK, AppendLog, Appended
-from kodestore.files.atomic import FILE_MODE, Durability
+from kodestore.config import Durability
+from kodestore.files.applog import READ_CHUNK, Appended, AppendLog, warn_corrupt_line
+from kodestore.files.atomic import FILE_MODE
 from kodestore.jsonutil import dumps, loads
 from kodestore.models import JSONDict
 
@@ -59,7 +60,8 @@ def _parse(line: bytes) -> tuple[JSONDict, int] | None:
     return None if seq is None else (event, seq)
 
 
-def _channel(event: JSONDict) -> object:
+def event_channel(event: JSONDict) -> object:
+    """``event.channel`` of a Timeline dict, if it has one."""
     body = event.get("event")
     return body.get("channel") if isinstance(body, dict) else None
 
@@ -111,11 +113,9 @@ class EventLog:
 
     def _update_index(self, done: Appended) -> None:
         """Add records up to ``done.end`` under the index's lock, reading back only what others wrote."""
-        if done.start == 0:  # a new log: whatever index exists belongs to a deleted one
-            flags = os.O_RDWR
-        else:
-            flags = os.O_RDWR | os.O_CREAT
-        with _locked(self.index_path, flags) as index, _locked(self.log.path, os.O_RDONLY, lock=False) as log:
+        # a new log: whatever index exists belongs to a deleted one; never create one just to empty it
+        flags = os.O_RDWR if done.start == 0 else os.O_RDWR | os.O_CREAT
+        with _locked(self.index_path, flags) as index, _locked(self.log.path, os.O_RDONLY, False) as log:
             if index < 0 or log < 0:
                 return
             if done.start == 0:
@@ -137,7 +137,7 @@ class EventLog:
         """Start of the last indexed block whose preceding lines all have ``seq <= since_seq``."""
         try:
             raw = self.index_path.read_bytes()
-            with _locked(self.log.path, os.O_RDONLY, lock=False) as log:
+            with _locked(self.log.path, os.O_RDONLY, False) as log:
                 if log < 0:
                     return 0
                 offsets, maxes = _valid_records(raw, os.fstat(log).st_size)
@@ -154,12 +154,12 @@ class EventLog:
         async for offset, line in self.log.read_lines(start):
             parsed = _parse(line)
             if parsed is None:
-                logger.warning("%s: skipped a corrupt event line at byte %d", self.log.path, offset)
+                warn_corrupt_line(self.log.path, offset)
                 continue
             event, seq = parsed
             if since_seq is not None and seq <= since_seq:
                 continue
-            if channel is not None and _channel(event) != channel:
+            if channel is not None and event_channel(event) != channel:
                 continue
             yield event
 

@@ -1,0 +1,190 @@
+"""``RecordBackend`` as JSON files, the record half of ``JSONStore``.
+
+Per agent ``info.json``, ``messages.json``, ``tool-calls.json`` and ``snapshots.json`` in the agent's
+directory (shared with ``DiskFiles``), each replaced atomically. Saves of one agent are serialised
+within the process; across processes the store's agent lock does that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from weakref import WeakValueDictionary
+
+from kodestore.backend import RecordBackend
+from kodestore.config import Durability
+from kodestore.errors import AgentNotFound
+from kodestore.files import agent_dir, agent_dirs, create_base_dir
+from kodestore.files.atomic import (
+    read_json,
+    remove_dir_if_empty,
+    remove_files,
+    write_atomic,
+)
+from kodestore.jsonutil import dumps
+from kodestore.models import AgentInfo, JSONDict, Message, Snapshot, ToolCallRecord
+
+INFO_FILE = "info.json"
+MESSAGES_FILE = "messages.json"
+TOOL_CALLS_FILE = "tool-calls.json"
+SNAPSHOTS_FILE = "snapshots.json"
+RECORD_FILES = (INFO_FILE, MESSAGES_FILE, TOOL_CALLS_FILE, SNAPSHOTS_FILE)
+
+
+class JsonRecords(RecordBackend):
+    """Agent info, messages, tool calls and snapshots under ``base_dir/<agent_id>/``."""
+
+    def __init__(self, base_dir: str | os.PathLike[str], durability: Durability = "os") -> None:
+        self.base_dir = Path(base_dir)
+        self.durability: Durability = durability
+        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+
+    def __repr__(self) -> str:
+        return f"JsonRecords({str(self.base_dir)!r}, durability={self.durability!r})"
+
+    # ---- blocking helpers, run in a thread --------------------------------------------------------
+
+    def _path(self, agent_id: str, name: str) -> Path:
+        return agent_dir(self.base_dir, agent_id) / name
+
+    def _read(self, agent_id: str, name: str) -> Any:
+        return read_json(self._path(agent_id, name))
+
+    def _write(self, agent_id: str, name: str, value: Any, what: str) -> None:
+        write_atomic(self._path(agent_id, name), dumps(value, what), self.durability)
+
+    def _require_info(self, agent_id: str) -> JSONDict:
+        info: JSONDict | None = self._read(agent_id, INFO_FILE)
+        if info is None:
+            raise AgentNotFound(f"agent {agent_id!r} has no info; save_info first")
+        return info
+
+    def _save_info(self, info: AgentInfo) -> None:
+        self._write(info.agent_id, INFO_FILE, info.to_dict(), "info")
+
+    def _save_messages(self, agent_id: str, messages: Sequence[Message]) -> None:
+        info = self._require_info(agent_id)
+        self._write(agent_id, MESSAGES_FILE, [m.to_dict() for m in messages], "messages")
+        info["messageCount"] = len(messages)
+        self._write(agent_id, INFO_FILE, info, "info")
+
+    def _save_tool_calls(self, agent_id: str, records: Sequence[ToolCallRecord]) -> None:
+        self._require_info(agent_id)
+        stored: list[JSONDict] = []
+        seen: set[str] = set()
+        for position, record in enumerate(records):
+            if record.id in seen:
+                raise ValueError(f"records[{position}]: duplicate tool call id {record.id!r}")
+            seen.add(record.id)
+            data = record.to_dict()
+            data.pop("agentId", None)  # query-only attribute, never stored
+            stored.append(data)
+        self._write(agent_id, TOOL_CALLS_FILE, stored, "records")
+
+    def _save_turn(
+        self,
+        agent_id: str,
+        messages: Sequence[Message] | None,
+        tool_calls: Sequence[ToolCallRecord] | None,
+        info: AgentInfo | None,
+    ) -> None:
+        if info is not None:
+            self._save_info(info)
+        if messages is not None:
+            self._save_messages(agent_id, messages)
+        if tool_calls is not None:
+            self._save_tool_calls(agent_id, tool_calls)
+
+    def _save_snapshot(self, agent_id: str, snapshot: Snapshot) -> None:
+        self._require_info(agent_id)
+        snapshots: list[JSONDict] = self._read(agent_id, SNAPSHOTS_FILE) or []
+        data = snapshot.to_dict()
+        for i, existing in enumerate(snapshots):
+            if existing.get("id") == snapshot.id:
+                snapshots[i] = data  # an upsert keeps the first-saved position
+                break
+        else:
+            snapshots.append(data)
+        self._write(agent_id, SNAPSHOTS_FILE, snapshots, f"snapshot[{snapshot.id!r}]")
+
+    def _delete(self, agent_id: str) -> None:
+        directory = agent_dir(self.base_dir, agent_id)
+        remove_files(directory, RECORD_FILES)
+        remove_dir_if_empty(directory)  # DiskFiles removes it instead if its files are still there
+
+    def _list_agents(self, prefix: str | None) -> list[str]:
+        return sorted(
+            entry.name
+            for entry in agent_dirs(self.base_dir)
+            if (not prefix or entry.name.startswith(prefix)) and os.path.isfile(Path(entry.path, INFO_FILE))
+        )
+
+    # ---- the interface ---------------------------------------------------------------------------
+
+    async def _locked(self, agent_id: str, save: Callable[[], None]) -> None:
+        """Run ``save`` in a thread while no other save of this agent runs in this process."""
+        lock = self._locks.get(agent_id)
+        if lock is None:
+            lock = self._locks[agent_id] = asyncio.Lock()
+        async with lock:
+            await asyncio.to_thread(save)
+
+    async def open(self) -> None:
+        create_base_dir(self.base_dir)
+
+    async def close(self) -> None:
+        return None  # no descriptor stays open between calls
+
+    async def save_info(self, info: AgentInfo, now_ms: int) -> None:
+        await self._locked(info.agent_id, lambda: self._save_info(info))
+
+    async def load_info(self, agent_id: str) -> JSONDict | None:
+        info: JSONDict | None = await asyncio.to_thread(self._read, agent_id, INFO_FILE)
+        return info
+
+    async def save_messages(self, agent_id: str, messages: Sequence[Message], now_ms: int) -> None:
+        await self._locked(agent_id, lambda: self._save_messages(agent_id, messages))
+
+    async def load_messages(self, agent_id: str) -> list[JSONDict]:
+        return await asyncio.to_thread(self._read, agent_id, MESSAGES_FILE) or []
+
+    async def save_tool_calls(self, agent_id: str, records: Sequence[ToolCallRecord], now_ms: int) -> None:
+        await self._locked(agent_id, lambda: self._save_tool_calls(agent_id, records))
+
+    async def load_tool_calls(self, agent_id: str) -> list[JSONDict]:
+        return await asyncio.to_thread(self._read, agent_id, TOOL_CALLS_FILE) or []
+
+    async def save_turn(
+        self,
+        agent_id: str,
+        messages: Sequence[Message] | None,
+        tool_calls: Sequence[ToolCallRecord] | None,
+        info: AgentInfo | None,
+        now_ms: int,
+    ) -> None:
+        """Info, then messages, then tool calls: each file atomic, the turn as a whole not."""
+        await self._locked(agent_id, lambda: self._save_turn(agent_id, messages, tool_calls, info))
+
+    async def save_snapshot(self, agent_id: str, snapshot: Snapshot, now_ms: int) -> None:
+        await self._locked(agent_id, lambda: self._save_snapshot(agent_id, snapshot))
+
+    async def load_snapshot(self, agent_id: str, snapshot_id: str) -> JSONDict | None:
+        for snapshot in await self.list_snapshots(agent_id):
+            if snapshot.get("id") == snapshot_id:
+                return snapshot
+        return None
+
+    async def list_snapshots(self, agent_id: str) -> list[JSONDict]:
+        return await asyncio.to_thread(self._read, agent_id, SNAPSHOTS_FILE) or []
+
+    async def exists(self, agent_id: str) -> bool:
+        return await asyncio.to_thread(self._path(agent_id, INFO_FILE).is_file)
+
+    async def delete(self, agent_id: str) -> None:
+        await self._locked(agent_id, lambda: self._delete(agent_id))
+
+    async def list_agents(self, prefix: str | None) -> list[str]:
+        return await asyncio.to_thread(self._list_agents, prefix)
