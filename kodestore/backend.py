@@ -95,8 +95,8 @@ class RuntimeFiles(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    async def append_event(self, agent_id: str, event: JSONDict) -> None:
-        """Append one Timeline dict; returns once the line is written to the OS (or fsynced)."""
+    async def append_events(self, agent_id: str, *events: JSONDict) -> None:
+        """Append Timeline dicts as one write; returns once written to the OS (or fsynced)."""
 
     @abstractmethod
     def read_events(

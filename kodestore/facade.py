@@ -114,7 +114,11 @@ class Store:
     async def open(self) -> Self:
         if self._state == "new":
             await self._files.open()
-            await self._records.open()
+            try:
+                await self._records.open()
+            except BaseException:
+                await self._files.close()
+                raise
             self._state = "open"
         return self
 
@@ -170,8 +174,11 @@ class Store:
         info: AgentInfo | JSONDict | None = None,
         events: Sequence[Timeline | JSONDict] = (),
     ) -> None:
-        """Everything one turn changed in one call: one transaction for the database part, then
-        one append for the events. Equivalent to the separate calls, in less time."""
+        """Everything one turn changed in one call: the events, then one transaction for messages,
+        tool calls and info. Equivalent to the separate calls, in less time.
+
+        Events go first, as a runtime appends them before it saves its info: if the process dies in
+        between, the log holds events the info does not point at yet, never a bookmark past the log."""
         message_models = None if messages is None else coerce_all(Message, messages, "messages")
         record_models = (
             None if tool_call_records is None else coerce_all(ToolCallRecord, tool_call_records, "records")
@@ -180,9 +187,8 @@ class Store:
         timelines = coerce_all(Timeline, events, "events")
         for timeline in timelines:
             check_timeline(timeline)
+        await self._files.append_events(agent_id, *(timeline.to_dict() for timeline in timelines))
         await self._records.save_turn(agent_id, message_models, record_models, info_model, now_ms())
-        for timeline in timelines:
-            await self._files.append_event(agent_id, timeline.to_dict())
 
     @operation("saves")
     async def save_todos(self, agent_id: str, snapshot: TodoSnapshot | JSONDict) -> None:
@@ -200,7 +206,7 @@ class Store:
         """Returns once the event is written to the OS (``durability="fsync"``: on disk)."""
         model = coerce(Timeline, timeline, "timeline")
         check_timeline(model)
-        await self._files.append_event(agent_id, model.to_dict())
+        await self._files.append_events(agent_id, model.to_dict())
 
     def read_events(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,9 +22,10 @@ _POLL_MAX_S = 0.05
 
 
 class AgentLocker(ABC):
-    @abstractmethod
     def try_acquire(self, agent_id: str) -> Release | None:
-        """Take the lock now or return ``None``; never waits."""
+        """Take the lock now or return ``None``; never waits. Lockers that need I/O to try
+        (Postgres) override ``_try`` instead."""
+        raise NotImplementedError(f"{type(self).__name__} tries asynchronously: use acquire()")
 
     async def acquire(self, agent_id: str, timeout_ms: int) -> Release:
         deadline = time.monotonic() + timeout_ms / 1000

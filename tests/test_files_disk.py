@@ -44,7 +44,7 @@ async def files(tmp_path: Path) -> AsyncIterator[DiskFiles]:
 async def test_events_round_trip(files: DiskFiles) -> None:
     events = [timeline(seq, ("progress", "control")[seq % 2], AWKWARD * (seq % 3)) for seq in range(10)]
     for event in events:
-        await files.append_event("a", event)
+        await files.append_events("a", event)
     assert [e async for e in files.read_events("a", None, None)] == events
     assert [e async for e in files.read_events("a", 6, None)] == events[7:]
     assert [e async for e in files.read_events("a", None, "control")] == events[1::2]
@@ -100,7 +100,7 @@ async def test_loads_of_unknown_agents_create_nothing(files: DiskFiles) -> None:
 
 
 async def test_files_are_owner_only(files: DiskFiles) -> None:
-    await files.append_event("a", timeline(1))
+    await files.append_events("a", timeline(1))
     await files.save_todos("a", {"todos": []})
     await files.save_media_cache("a", [])
     await files.append_history("a", "windows", {"id": "w"})
@@ -113,7 +113,7 @@ async def test_files_are_owner_only(files: DiskFiles) -> None:
 
 async def test_delete_agent_removes_its_files_and_directory(files: DiskFiles) -> None:
     for agent in ("a", "b"):
-        await files.append_event(agent, timeline(1))
+        await files.append_events(agent, timeline(1))
         await files.save_todos(agent, {"todos": []})
         await files.save_media_cache(agent, [])
         await files.append_history(agent, "recovered", {"path": "p", "content": "c"})
@@ -123,12 +123,12 @@ async def test_delete_agent_removes_its_files_and_directory(files: DiskFiles) ->
     assert await files.agent_ids() == ["b"]
     assert await files.load_todos("a") is None
     await files.delete_agent("a")  # deleting twice is fine
-    await files.append_event("a", timeline(7))  # the cached descriptor was closed: a fresh log
+    await files.append_events("a", timeline(7))  # the cached descriptor was closed: a fresh log
     assert [e["cursor"] async for e in files.read_events("a", None, None)] == [7]
 
 
 async def test_delete_agent_keeps_a_directory_the_records_still_use(files: DiskFiles) -> None:
-    await files.append_event("a", timeline(1))
+    await files.append_events("a", timeline(1))
     (files.agent_dir("a") / "info.json").write_text("{}")
     await files.delete_agent("a")
     assert [p.name for p in files.agent_dir("a").iterdir()] == ["info.json"]
@@ -149,7 +149,7 @@ async def test_size_bytes_counts_every_file(files: DiskFiles) -> None:
     todos = {"todos": [AWKWARD]}
     await files.save_todos("a", todos)
     assert await files.size_bytes() == len(orjson.dumps(todos))
-    await files.append_event("b", timeline(1))
+    await files.append_events("b", timeline(1))
     assert await files.size_bytes() == len(orjson.dumps(todos)) + len(orjson.dumps(timeline(1))) + 1
 
 
@@ -166,7 +166,7 @@ async def test_check_writable(files: DiskFiles, tmp_path: Path) -> None:
 
 async def test_unserialisable_values_raise_and_write_nothing(files: DiskFiles) -> None:
     with pytest.raises(SerializationError, match=r"event\.event\.bad"):
-        await files.append_event("a", {**timeline(1), "event": {"channel": "progress", "bad": {1, 2}}})
+        await files.append_events("a", {**timeline(1), "event": {"channel": "progress", "bad": {1, 2}}})
     with pytest.raises(SerializationError, match=r"todos\.when"):
         await files.save_todos("a", {"when": object()})
     with pytest.raises(SerializationError, match=r"history\.windows\.stats"):

@@ -151,7 +151,7 @@ async def test_sigkill_loses_no_acknowledged_event(
     assert set(acknowledged) <= set(seqs)
     assert seqs == list(range(len(seqs)))  # one writer: all in order, none twice, none corrupt
     torn = (await files.inspect_events("a")).torn_tail
-    await files.append_event("a", timeline(len(seqs)))
+    await files.append_events("a", timeline(len(seqs)))
     report = await files.inspect_events("a")
     assert (report.lines, report.torn_tail, report.corrupt_lines, report.duplicate_seqs) == (
         len(seqs) + 1,
@@ -215,9 +215,9 @@ async def test_fsync_group_commit_batches_concurrent_appends(
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
     files = DiskFiles(tmp_path, "fsync")
-    await asyncio.gather(*(files.append_event("a", timeline(seq)) for seq in range(50)))
+    await asyncio.gather(*(files.append_events("a", timeline(seq)) for seq in range(50)))
     assert 1 <= fsyncs <= 5
-    await files.append_event("a", timeline(50))
+    await files.append_events("a", timeline(50))
     assert fsyncs <= 6  # a lone append is fsynced too
     assert file_seqs(tmp_path / "a" / "events.jsonl") == list(range(51))
     await files.close()
@@ -228,7 +228,7 @@ async def test_fsync_and_os_durability_write_identical_logs(tmp_path: Path) -> N
         files = DiskFiles(tmp_path / durability, durability)
         for start in range(0, 300, 30):
             await asyncio.gather(
-                *(files.append_event("a", timeline(s, pad=200)) for s in range(start, start + 30))
+                *(files.append_events("a", timeline(s, pad=200)) for s in range(start, start + 30))
             )
         await files.close()
     os_log, fsync_log = (tmp_path / d / "a" / "events.jsonl" for d in ("os", "fsync"))
@@ -238,7 +238,7 @@ async def test_fsync_and_os_durability_write_identical_logs(tmp_path: Path) -> N
 
 async def test_close_waits_for_queued_fsync_batches(tmp_path: Path) -> None:
     files = DiskFiles(tmp_path, "fsync")
-    tasks = [asyncio.create_task(files.append_event("a", timeline(seq))) for seq in range(20)]
+    tasks = [asyncio.create_task(files.append_events("a", timeline(seq))) for seq in range(20)]
     await asyncio.sleep(0)
     await files.close()
     await asyncio.gather(*tasks)
@@ -343,7 +343,7 @@ async def test_disk_full_raises_storage_error_and_leaves_the_log_unchanged(
 ) -> None:
     files = DiskFiles(tmp_path)
     for seq in range(3):
-        await files.append_event("a", timeline(seq))
+        await files.append_events("a", timeline(seq))
     path = tmp_path / "a" / "events.jsonl"
     before = path.read_bytes()
     real_write = os.write
@@ -353,7 +353,7 @@ async def test_disk_full_raises_storage_error_and_leaves_the_log_unchanged(
 
     monkeypatch.setattr(os, "write", disk_full)
     with pytest.raises(StorageError, match="No space left on device") as caught:
-        await files.append_event("a", timeline(3))
+        await files.append_events("a", timeline(3))
     assert isinstance(caught.value.__cause__, OSError) and caught.value.__cause__.errno == errno.ENOSPC
     assert path.read_bytes() == before
 
@@ -368,11 +368,11 @@ async def test_disk_full_raises_storage_error_and_leaves_the_log_unchanged(
 
     monkeypatch.setattr(os, "write", fills_up_midway)
     with pytest.raises(StorageError):
-        await files.append_event("a", timeline(3))
+        await files.append_events("a", timeline(3))
     assert calls == 2 and path.read_bytes() == before  # the partial line was cut off again
 
     monkeypatch.setattr(os, "write", real_write)  # space returns
-    await files.append_event("a", timeline(3))
+    await files.append_events("a", timeline(3))
     assert file_seqs(path) == [0, 1, 2, 3]
     assert not (tmp_path / "a" / "events.quarantine").exists()
     await files.close()
@@ -380,7 +380,7 @@ async def test_disk_full_raises_storage_error_and_leaves_the_log_unchanged(
 
 async def test_read_only_directory_raises_storage_error(tmp_path: Path) -> None:
     files = DiskFiles(tmp_path)
-    await files.append_event("a", timeline(0))
+    await files.append_events("a", timeline(0))
     await files.close()  # no cached descriptor: the next append must open the file
     (tmp_path / "a" / "events.jsonl").chmod(0o400)
     (tmp_path / "a").chmod(0o500)
@@ -388,7 +388,7 @@ async def test_read_only_directory_raises_storage_error(tmp_path: Path) -> None:
         if os.access(tmp_path / "a" / "events.jsonl", os.W_OK):
             pytest.skip("permissions do not apply (running as root)")
         with pytest.raises(StorageError, match="cannot open"):
-            await files.append_event("a", timeline(1))
+            await files.append_events("a", timeline(1))
     finally:
         (tmp_path / "a").chmod(0o700)
         (tmp_path / "a" / "events.jsonl").chmod(0o600)

@@ -143,7 +143,7 @@ async def test_deleting_both_halves_leaves_no_directory(tmp_path: Path, records_
     records, files = JsonRecords(tmp_path), DiskFiles(tmp_path)
     await records.save_turn("a", messages(1), [tool_call("t1")], info(), NOW)
     await records.save_snapshot("a", snapshot("s1"), NOW)
-    await files.append_event("a", {"cursor": 1, "bookmark": {"seq": 1, "timestamp": 1}, "event": {}})
+    await files.append_events("a", {"cursor": 1, "bookmark": {"seq": 1, "timestamp": 1}, "event": {}})
     await files.save_todos("a", {"todos": []})
     await files.append_history("a", "windows", {"id": "w"})
     await records.save_info(info("b"), NOW)

@@ -32,9 +32,9 @@ async def scenario(files: RuntimeFiles) -> list[Any]:
     seen.append(await files.check_writable())
     seen.append((await files.load_todos("a"), await files.load_media_cache("a"), await files.agent_ids()))
     for seq in (1, 2, 3, 2, 5):
-        await files.append_event("a", timeline(seq, ("progress", "control")[seq % 2]))
-    await files.append_event("a", {"cursor": 9, "event": {"channel": "progress"}})  # no bookmark
-    await files.append_event("b", timeline(1))
+        await files.append_events("a", timeline(seq, ("progress", "control")[seq % 2]))
+    await files.append_events("a", {"cursor": 9, "event": {"channel": "progress"}})  # no bookmark
+    await files.append_events("b", timeline(1))
     for since in (None, 1, 2, 5):
         for channel in (None, "progress", "control"):
             seen.append([e async for e in files.read_events("a", since, channel)])
@@ -68,7 +68,7 @@ async def test_stored_values_cannot_be_mutated_through_references() -> None:
     event, media = timeline(1), [{"key": "k"}]
     todos: dict[str, Any] = {"todos": [1]}
     record: dict[str, Any] = {"id": "w", "list": [1]}
-    await files.append_event("a", event)
+    await files.append_events("a", event)
     await files.save_todos("a", todos)
     await files.save_media_cache("a", media)
     await files.append_history("a", "windows", record)
@@ -98,7 +98,7 @@ async def test_stored_values_cannot_be_mutated_through_references() -> None:
 async def test_size_and_agents_follow_the_data() -> None:
     files = MemoryFiles()
     assert (await files.size_bytes(), await files.agent_ids()) == (0, [])
-    await files.append_event("b", timeline(1))
+    await files.append_events("b", timeline(1))
     await files.save_media_cache("a", [])
     size = await files.size_bytes()
     assert size > 0
@@ -113,6 +113,6 @@ async def test_size_and_agents_follow_the_data() -> None:
 async def test_failed_save_stores_nothing() -> None:
     files = MemoryFiles()
     with pytest.raises(SerializationError, match=r"event\.bookmark\.timestamp"):
-        await files.append_event("a", {"cursor": 1, "bookmark": {"seq": 1, "timestamp": object()}})
+        await files.append_events("a", {"cursor": 1, "bookmark": {"seq": 1, "timestamp": object()}})
     assert await files.agent_ids() == []
     assert [e async for e in files.read_events("a", None, None)] == []

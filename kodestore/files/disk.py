@@ -67,8 +67,8 @@ class DiskFiles(RuntimeFiles):
 
     # ---- events ----------------------------------------------------------------------------------
 
-    async def append_event(self, agent_id: str, event: JSONDict) -> None:
-        await self._events.get(self.agent_dir(agent_id)).append(event)
+    async def append_events(self, agent_id: str, *events: JSONDict) -> None:
+        await self._events.get(self.agent_dir(agent_id)).append(*events)
 
     def read_events(
         self, agent_id: str, since_seq: int | None, channel: str | None

@@ -90,10 +90,13 @@ class EventLog:
     async def aclose(self) -> None:
         await self.log.aclose()
 
-    async def append(self, event: JSONDict) -> None:
-        """Append one Timeline dict; returns once it is written (or fsynced), then updates the index."""
-        done = await self.log.append([dumps(event, "event")])
-        self._track(done, event_seq(event))
+    async def append(self, *events: JSONDict) -> None:
+        """Append Timeline dicts in one write; returns once written (or fsynced), then updates the index."""
+        if not events:
+            return
+        done = await self.log.append([dumps(event, "event") for event in events])
+        seqs = [seq for seq in map(event_seq, events) if seq is not None]
+        self._track(done, max(seqs) if seqs else None)
         if done.end - self._indexed_to >= INDEX_INTERVAL or done.start == 0:
             try:
                 self._update_index(done)

@@ -48,9 +48,9 @@ class MemoryFiles(RuntimeFiles):
     async def close(self) -> None:
         return None
 
-    async def append_event(self, agent_id: str, event: JSONDict) -> None:
-        data = dumps(event, "event")
-        self._agent(agent_id).events.append(_StoredEvent(event_seq(event), event_channel(event), data))
+    async def append_events(self, agent_id: str, *events: JSONDict) -> None:
+        stored = [_StoredEvent(event_seq(e), event_channel(e), dumps(e, "event")) for e in events]
+        self._agent(agent_id).events.extend(stored)
 
     async def read_events(
         self, agent_id: str, since_seq: int | None, channel: str | None

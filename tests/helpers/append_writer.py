@@ -2,7 +2,7 @@
 
 Usage: append_writer.py BASE_DIR AGENT_ID FIRST_SEQ COUNT [--step N] [--durability os|fsync]
 [--pad BYTES] [--random-pad]. Seqs are FIRST_SEQ, FIRST_SEQ+STEP, ...; a seq is printed (and flushed)
-only after ``append_event`` returned, so every printed seq must survive a SIGKILL.
+only after ``append_events`` returned, so every printed seq must survive a SIGKILL.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ async def main() -> None:
     for i in range(args.count):
         seq = args.first_seq + i * args.step
         pad = random.randint(0, args.pad) if args.random_pad else args.pad
-        await files.append_event(args.agent_id, timeline(seq, pad))
+        await files.append_events(args.agent_id, timeline(seq, pad))
         print(seq, flush=True)
     await files.close()
 
