@@ -4,10 +4,12 @@ Start with ``store = await kodestore.create_extended_store()``; see the README f
 """
 
 from kodestore.errors import (
+    AgentDeleted,
     AgentNotFound,
     ConfigError,
     InvalidAgentId,
     KodeStoreError,
+    LockLost,
     LockTimeout,
     SerializationError,
     StorageError,
@@ -51,6 +53,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AgentDeleted",
     "AgentInfo",
     "AgentNotFound",
     "AgentStats",
@@ -63,6 +66,7 @@ __all__ = [
     "InvalidAgentId",
     "JSONStore",
     "KodeStoreError",
+    "LockLost",
     "LockTimeout",
     "MediaCacheRecord",
     "MemoryStore",

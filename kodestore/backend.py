@@ -26,7 +26,8 @@ class RecordBackend(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    async def save_info(self, info: AgentInfo, now_ms: int) -> None: ...
+    async def save_info(self, info: AgentInfo, now_ms: int) -> None:
+        """Insert or replace; ``AgentDeleted`` when the agent was deleted after ``info.created_at``."""
 
     @abstractmethod
     async def load_info(self, agent_id: str) -> JSONDict | None: ...
@@ -70,7 +71,12 @@ class RecordBackend(ABC):
     async def exists(self, agent_id: str) -> bool: ...
 
     @abstractmethod
-    async def delete(self, agent_id: str) -> None: ...
+    async def delete(self, agent_id: str, now_ms: int) -> None:
+        """Remove the agent's records and leave a tombstone dated ``now_ms`` (see ``save_info``)."""
+
+    @abstractmethod
+    async def clear_tombstone(self, agent_id: str) -> None:
+        """Forget a deletion, so an info of any age may re-create the agent (restore, migrate)."""
 
     @abstractmethod
     async def list_agents(self, prefix: str | None) -> list[str]: ...
@@ -123,7 +129,12 @@ class RuntimeFiles(ABC):
     async def load_media_cache(self, agent_id: str) -> list[JSONDict]: ...
 
     @abstractmethod
-    async def delete_agent(self, agent_id: str) -> None: ...
+    async def delete_agent(self, agent_id: str, deleted_at_ms: int) -> None:
+        """Remove the agent's files and leave a tombstone: later writes raise ``AgentDeleted``."""
+
+    @abstractmethod
+    async def revive(self, agent_id: str) -> None:
+        """Remove the tombstone (the agent is being created again)."""
 
     @abstractmethod
     async def agent_ids(self) -> list[str]:

@@ -10,15 +10,20 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
 from typing import Any, TextIO
+
+import orjson
 
 from kodestore import output
 from kodestore.config import resolve_options
+from kodestore.db.queries import CursorRow, cursor_of
 from kodestore.demo import simulate
 from kodestore.errors import KodeStoreError
 from kodestore.extended import ExtendedStore
 from kodestore.facade import Store
 from kodestore.factory import build_store
+from kodestore.models import ToolCallState
 
 Command = Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
 _COMMANDS: dict[str, Command] = {}
@@ -105,26 +110,72 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _timestamp(text: str | None, flag: str) -> datetime | int | None:
+    """Epoch milliseconds, or an ISO-8601 time (without a zone it is UTC)."""
+    if text is None:
+        return None
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{flag} wants epoch milliseconds or an ISO-8601 time, got {text!r}") from None
+
+
+def _metadata(pairs: list[str] | None) -> dict[str, Any] | None:
+    """``KEY=VALUE`` pairs (the value a string) or ``KEY:=JSON`` (a number, bool, object...)."""
+    if not pairs:
+        return None
+    wanted: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key in ("", ":"):
+            raise ValueError(f"--metadata wants KEY=VALUE or KEY:=JSON, got {pair!r}")
+        if not key.endswith(":"):
+            wanted[key] = value
+            continue
+        try:
+            wanted[key[:-1]] = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ValueError(f"--metadata {key[:-1]}:= wants a JSON value, got {value!r}") from None
+    return wanted
+
+
+def _page_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The options every listing shares: agent, time range and page."""
+    return {
+        "agent_id": args.agent,
+        "created_after": _timestamp(args.after, "--after"),
+        "created_before": _timestamp(args.before, "--before"),
+        "limit": args.limit,
+        "offset": args.offset,
+        "after": args.cursor,
+    }
+
+
+def _emit_page(out: TextIO, rows: Sequence[CursorRow], args: argparse.Namespace, columns: list[str]) -> None:
+    """Rows as a table, then the cursor of the next page when this one is full; or JSON lines, each
+    with its row's ``cursor``."""
+    if args.json:
+        output.emit(out, [{**row.to_dict(), "cursor": cursor_of(row)} for row in rows], True)
+        return
+    output.emit(out, [row.to_dict() for row in rows], False, columns=columns)
+    if rows and len(rows) == args.limit:
+        out.write(f"next page: --cursor {cursor_of(rows[-1])}\n")
+
+
 @command("sessions")
 async def _sessions(args: argparse.Namespace, out: TextIO) -> int:
     async with await open_extended(args) as store:
         rows = await store.query_sessions(
-            agent_id=args.agent,
+            **_page_filters(args),
             template_id=args.template,
             user_id=args.user,
-            created_after=args.after,
-            created_before=args.before,
-            limit=args.limit,
-            offset=args.offset,
+            metadata=_metadata(args.metadata),
             sort_by=args.sort_by,
             sort_order=args.order,
         )
-    output.emit(
-        out,
-        [r.to_dict() for r in rows],
-        args.json,
-        columns=["agentId", "templateId", "messageCount", "createdAt", "breakpoint"],
-    )
+    _emit_page(out, rows, args, ["agentId", "templateId", "messageCount", "createdAt", "breakpoint"])
     return 0
 
 
@@ -132,20 +183,9 @@ async def _sessions(args: argparse.Namespace, out: TextIO) -> int:
 async def _messages(args: argparse.Namespace, out: TextIO) -> int:
     async with await open_extended(args) as store:
         rows = await store.query_messages(
-            agent_id=args.agent,
-            role=args.role,
-            content_type=args.content_type,
-            created_after=args.after,
-            created_before=args.before,
-            limit=args.limit,
-            offset=args.offset,
+            **_page_filters(args), role=args.role, content_type=args.content_type
         )
-    output.emit(
-        out,
-        [r.to_dict() for r in rows],
-        args.json,
-        columns=["agentId", "seq", "role", "createdAt", "content"],
-    )
+    _emit_page(out, rows, args, ["agentId", "seq", "role", "createdAt", "content"])
     return 0
 
 
@@ -153,22 +193,13 @@ async def _messages(args: argparse.Namespace, out: TextIO) -> int:
 async def _tool_calls(args: argparse.Namespace, out: TextIO) -> int:
     async with await open_extended(args) as store:
         rows = await store.query_tool_calls(
-            agent_id=args.agent,
+            **_page_filters(args),
             tool_name=args.tool,
             state=args.state,
             is_error=args.is_error,
             has_approval=args.has_approval,
-            created_after=args.after,
-            created_before=args.before,
-            limit=args.limit,
-            offset=args.offset,
         )
-    output.emit(
-        out,
-        [r.to_dict() for r in rows],
-        args.json,
-        columns=["agentId", "id", "name", "state", "isError", "durationMs"],
-    )
+    _emit_page(out, rows, args, ["agentId", "id", "name", "state", "isError", "createdAt"])
     return 0
 
 
@@ -176,7 +207,15 @@ async def _tool_calls(args: argparse.Namespace, out: TextIO) -> int:
 async def _stats(args: argparse.Namespace, out: TextIO) -> int:
     async with await open_extended(args) as store:
         stats = await store.aggregate_stats(args.agent)
-    output.emit(out, [stats.to_dict()], args.json)
+    if args.json:
+        output.emit(out, [stats.to_dict()], True)
+        return 0
+    totals = {k: v for k, v in stats.to_dict().items() if not isinstance(v, dict)}
+    output.emit(out, [{"stat": k, "value": v} for k, v in totals.items()], False)
+    for title, counts in (("tool", stats.tool_calls_by_name), ("state", stats.tool_calls_by_state)):
+        out.write("\n")
+        rows = [{title: k, "calls": n} for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+        output.emit(out, rows, False, columns=[title, "calls"])
     return 0
 
 
@@ -229,6 +268,8 @@ def _bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kodestore.cli_ops import add_ops_parsers
+
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("store (default: from KODE_* environment variables)")
     where.add_argument("--type", choices=["sqlite", "postgres", "memory", "json"], help="store type")
@@ -240,10 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     page = argparse.ArgumentParser(add_help=False)
     page.add_argument("--agent", help="only this agent id")
-    page.add_argument("--after", type=int, help="created at or after (epoch ms)")
-    page.add_argument("--before", type=int, help="created before (epoch ms)")
-    page.add_argument("--limit", type=_positive, default=100, help="rows per page (default 100)")
-    page.add_argument("--offset", type=_positive, default=0, help="rows to skip")
+    page.add_argument("--after", help="created at or after (epoch ms or ISO-8601, UTC if no zone)")
+    page.add_argument("--before", help="created before (epoch ms or ISO-8601)")
+    page.add_argument("--limit", type=int, default=100, help="rows per page (default 100)")
+    page.add_argument("--offset", type=int, default=0, help="rows to skip")
+    page.add_argument("--cursor", help="start after the row of this cursor (printed with each page)")
 
     parser = argparse.ArgumentParser(prog="kodestore", description="Inspect and operate a kodestore store.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -273,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--template", help="template id")
     sessions.add_argument("--user", help="metadata userId / user")
     sessions.add_argument(
+        "--metadata",
+        action="append",
+        metavar="KEY=VALUE",
+        help="metadata[KEY] equals the string VALUE; KEY:=JSON for a number, bool or object (repeatable)",
+    )
+    sessions.add_argument(
         "--sort-by", default="created_at", choices=["created_at", "updated_at", "message_count"]
     )
     sessions.add_argument("--order", default="desc", choices=["desc", "asc"])
@@ -291,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List tool-call records across agents, newest first.",
     )
     calls.add_argument("--tool", help="tool name")
-    calls.add_argument("--state", help="PENDING, COMPLETED, FAILED, ...")
+    calls.add_argument("--state", help=", ".join(ToolCallState))
     calls.add_argument("--is-error", type=_bool, help="true or false")
     calls.add_argument("--has-approval", type=_bool, help="true or false")
     stats = sub.add_parser(
@@ -324,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--since", type=int, help="only events with seq greater than this")
     events.add_argument("--channel", choices=["progress", "control", "monitor"])
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    add_ops_parsers(sub, common)
     return parser
 
 

@@ -18,8 +18,18 @@ class AgentNotFound(KodeStoreError, KeyError):
         return str(self.args[0]) if self.args else "agent not found"
 
 
+class AgentDeleted(AgentNotFound):
+    """A late write for a deleted agent (an info created before the deletion, or an append from a
+    process that still held it): refused so the deletion sticks."""
+
+
 class LockTimeout(KodeStoreError, TimeoutError):
     """The agent lock was not acquired within the timeout."""
+
+
+class LockLost(KodeStoreError):
+    """The agent lock ended before its release (its Postgres session died): another holder may have
+    written the agent in between, so the holder's last writes were not exclusive."""
 
 
 class StoreClosed(KodeStoreError):

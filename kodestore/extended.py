@@ -7,10 +7,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Unpack
 
 from kodestore.backend import RuntimeFiles
-from kodestore.db.queries import MessageQuery, SessionQuery, ToolCallQuery
+from kodestore.db.queries import (
+    MessageFilters,
+    MessageQuery,
+    SessionFilters,
+    SessionQuery,
+    ToolCallFilters,
+    ToolCallQuery,
+    cursor_of,
+)
 from kodestore.db.records import SqlRecords
 from kodestore.errors import AgentNotFound
 from kodestore.facade import Store, operation
@@ -36,36 +44,46 @@ MAX_FORKS = 1000
 
 
 class QueryableStore(Store):
-    """A store whose records live in SQL, so analysts can query across agents."""
+    """A store whose records live in SQL, so analysts can query across agents.
+
+    Every query returns rows in a total order (ties broken by agent id, then seq or tool-call id), so
+    paging returns each row exactly once: by ``limit``/``offset``, or, in constant time per page, by
+    ``after=`` the last row of the previous page (or ``cursor_of(row)``, an opaque string)."""
 
     _records: SqlRecords
+
+    cursor_of = staticmethod(cursor_of)
 
     def __init__(self, records: SqlRecords, files: RuntimeFiles) -> None:
         super().__init__(records, files)
 
     @operation("queries")
-    async def query_sessions(self, /, **filters: Any) -> list[SessionInfo]:
+    async def query_sessions(self, /, **filters: Unpack[SessionFilters]) -> list[SessionInfo]:
         """Sessions (agents with info), newest first unless ``sort_by`` / ``sort_order`` say otherwise.
 
-        Filters (keyword-only): ``agent_id, template_id, user_id, metadata, created_after,
-        created_before, limit=100, offset=0, sort_by, sort_order`` — see ``SessionQuery.build``."""
+        ``user_id`` matches ``metadata["userId"]`` or ``metadata["user"]``; ``metadata={...}`` keeps
+        sessions whose metadata has every given key with an equal value. Ties in the sort column are
+        broken by agent id, in the same direction."""
         return await self._records.query_sessions(SessionQuery.build(**filters))
 
     @operation("queries")
-    async def query_messages(self, /, **filters: Any) -> list[MessageRecord]:
-        """Messages across agents, newest first. Filters: ``agent_id, role, content_type,
-        created_after, created_before, limit, offset`` — see ``MessageQuery.build``."""
+    async def query_messages(self, /, **filters: Unpack[MessageFilters]) -> list[MessageRecord]:
+        """Messages across agents, newest first (``created_at``, then agent id, then seq, descending).
+
+        ``content_type`` keeps messages with a content block of that ``type``; a message's
+        ``created_at`` is when it was first saved."""
         return await self._records.query_messages(MessageQuery.build(**filters))
 
     @operation("queries")
-    async def query_tool_calls(self, /, **filters: Any) -> list[ToolCallRecord]:
-        """Tool-call records across agents, newest first, with ``agent_id`` set. Filters: ``agent_id,
-        tool_name, state, is_error, has_approval, created_after, created_before, limit, offset``."""
+    async def query_tool_calls(self, /, **filters: Unpack[ToolCallFilters]) -> list[ToolCallRecord]:
+        """Tool-call records across agents with ``agent_id`` set, newest first by the record's own
+        ``created_at`` (then agent id, then id, descending). ``has_approval=True`` keeps records whose
+        ``approval.required`` is true."""
         return await self._records.query_tool_calls(ToolCallQuery.build(**filters))
 
     @operation("queries")
     async def aggregate_stats(self, agent_id: str | None = None) -> AgentStats:
-        """Totals for one agent, or across all agents when ``agent_id`` is None, in one query."""
+        """Totals for one agent, or across all agents when ``agent_id`` is None, in one statement."""
         return await self._records.aggregate_stats(agent_id)
 
 

@@ -189,6 +189,8 @@ class Store:
             check_timeline(timeline)
         await self._files.append_events(agent_id, *(timeline.to_dict() for timeline in timelines))
         await self._records.save_turn(agent_id, message_models, record_models, info_model, now_ms())
+        if info_model is not None:
+            await self._files.revive(agent_id)
 
     @operation("saves")
     async def save_todos(self, agent_id: str, snapshot: TodoSnapshot | JSONDict) -> None:
@@ -309,8 +311,12 @@ class Store:
 
     @operation("saves")
     async def save_info(self, agent_id: str, info: AgentInfo | JSONDict) -> None:
-        """Insert or replace the agent's info; never touches its messages, tool calls or snapshots."""
+        """Insert or replace the agent's info; never touches its messages, tool calls or snapshots.
+
+        After ``delete``, an info created before the deletion raises ``AgentDeleted`` (a late write
+        from a process that still held the agent); a newer one re-creates the agent."""
         await self._records.save_info(self._checked_info(agent_id, info), now_ms())
+        await self._files.revive(agent_id)
 
     @operation("loads")
     async def load_info(self, agent_id: str) -> AgentInfo | None:
@@ -323,9 +329,19 @@ class Store:
 
     @operation("deletes")
     async def delete(self, agent_id: str) -> None:
-        """Remove everything of the agent, database and files; deleting twice is fine."""
-        await self._records.delete(agent_id)
-        await self._files.delete_agent(agent_id)
+        """Remove everything of the agent, database and files; deleting twice is fine.
+
+        The deletion sticks: it leaves a tombstone, so a process that still held the agent cannot
+        bring back a half agent with a late append or save (those raise ``AgentDeleted``)."""
+        deleted_at = now_ms()
+        await self._records.delete(agent_id, deleted_at)
+        await self._files.delete_agent(agent_id, deleted_at)
+
+    @operation("deletes")
+    async def clear_tombstone(self, agent_id: str) -> None:
+        """Forget that the agent was deleted, so data of any age may re-create it (restore, migrate)."""
+        await self._records.clear_tombstone(agent_id)
+        await self._files.revive(agent_id)
 
     @operation("loads")
     async def list(self, prefix: str | None = None) -> builtins.list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from abc import ABC
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,16 +22,15 @@ _POLL_MAX_S = 0.05
 
 
 class AgentLocker(ABC):
-    def try_acquire(self, agent_id: str) -> Release | None:
-        """Take the lock now or return ``None``; never waits. Lockers that need I/O to try
-        (Postgres) override ``_try`` instead."""
-        raise NotImplementedError(f"{type(self).__name__} tries asynchronously: use acquire()")
+    @abstractmethod
+    async def try_acquire(self, agent_id: str) -> Release | None:
+        """Take the lock now or return ``None``; never waits for another holder."""
 
     async def acquire(self, agent_id: str, timeout_ms: int) -> Release:
         deadline = time.monotonic() + timeout_ms / 1000
         delay = _POLL_START_S
         while True:
-            release = await self._try(agent_id)
+            release = await self.try_acquire(agent_id)
             if release is not None:
                 return release
             remaining = deadline - time.monotonic()
@@ -39,9 +38,6 @@ class AgentLocker(ABC):
                 raise LockTimeout(f"agent {agent_id!r} is locked by another holder ({timeout_ms} ms)")
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX_S)
-
-    async def _try(self, agent_id: str) -> Release | None:
-        return self.try_acquire(agent_id)
 
     async def close(self) -> None:  # noqa: B027 - most lockers hold nothing of their own
         """Free whatever the locker itself holds (held locks stay with their holders)."""
@@ -65,7 +61,7 @@ class FileAgentLocker(AgentLocker):
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
 
-    def try_acquire(self, agent_id: str) -> Release | None:
+    async def try_acquire(self, agent_id: str) -> Release | None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         # a fresh lock object per acquisition: flock is per open file, so a second acquire by the
         # same process waits like any other holder would (the contract's lock is not re-entrant)
@@ -83,7 +79,7 @@ class LocalAgentLocker(AgentLocker):
     def __init__(self) -> None:
         self._held: set[str] = set()
 
-    def try_acquire(self, agent_id: str) -> Release | None:
+    async def try_acquire(self, agent_id: str) -> Release | None:
         if agent_id in self._held:
             return None
         self._held.add(agent_id)

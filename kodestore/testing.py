@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kodestore.errors import AgentNotFound, InvalidAgentId, LockTimeout, StoreClosed
+from kodestore.errors import AgentDeleted, AgentNotFound, InvalidAgentId, LockTimeout, StoreClosed
 from kodestore.models import (
     AgentInfo,
     Bookmark,
@@ -29,6 +29,7 @@ from kodestore.models import (
     TodoSnapshot,
     ToolCallRecord,
 )
+from kodestore.validation import ms_to_iso, now_ms
 
 BAD_AGENT_IDS = ["", "../etc", "a/b", "a\\b", ".", "..", "x" * 201, "tab\there", "nul\x00", "new\nline"]
 
@@ -263,6 +264,33 @@ class StoreContract:
         assert await _collect(store.read_events("a1")) == []
         assert await store.load_media_cache("a1") == []
         assert await store.list() == []
+
+    async def test_deletion_sticks(self, store: Any) -> None:
+        info = sample_info("a1")
+        await store.save_info("a1", info)
+        await store.append_event("a1", sample_timeline(1))
+        await store.delete("a1")
+        # a process that still held the agent writes late: nothing comes back
+        with pytest.raises(AgentDeleted):
+            await store.save_info("a1", info)
+        with pytest.raises(AgentDeleted):
+            await store.append_event("a1", sample_timeline(2))
+        with pytest.raises(AgentDeleted):
+            await store.save_todos("a1", TodoSnapshot([], 1, 1))
+        with pytest.raises(AgentNotFound):
+            await store.save_messages("a1", [sample_message(0)])
+        assert await store.list() == [] and await _collect(store.read_events("a1")) == []
+        # an info created after the deletion re-creates the agent, from scratch
+        fresh = sample_info("a1")
+        fresh.created_at = ms_to_iso(now_ms() + 1000)
+        await store.save_info("a1", fresh)
+        await store.append_event("a1", sample_timeline(5))
+        assert [e.bookmark.seq for e in await _collect(store.read_events("a1"))] == [5]
+        # clear_tombstone forgets a deletion on purpose (restore, migrate): old data may come back
+        await store.delete("a1")
+        await store.clear_tombstone("a1")
+        await store.save_info("a1", info)
+        assert await store.load_info("a1") == info
 
     async def test_list_with_prefix(self, store: Any) -> None:
         for agent_id in ["team-a-1", "team-a-2", "team-b-1", "team_a%"]:

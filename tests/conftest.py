@@ -7,8 +7,6 @@ under ``CI=true``, where a skip would hide a failure, so they fail instead.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,61 +15,37 @@ import pytest
 
 pytest.register_assert_rewrite("kodestore.testing")
 
+from helpers.pg_env import (  # noqa: E402
+    IN_CI,
+    TEST_DSN,
+    drop_schema,
+    make_test_postgres_store,
+    postgres_unavailable,
+    require_postgres,
+)
+
 from kodestore import JSONStore, MemoryStore, SqliteStore  # noqa: E402
 
-TEST_DSN = os.environ.get("KODESTORE_TEST_DSN", "postgresql://root@127.0.0.1:5432/test")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+__all__ = ["IN_CI", "TEST_DSN", "drop_test_schema", "make_store", "postgres_unavailable", "require_postgres"]
+
 BACKENDS = ["memory", "sqlite", "postgres"]
 
 
-def postgres_unavailable() -> str | None:
-    """Why Postgres tests cannot run here, or None when they can."""
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install 'kodestore[postgres]')"
-    try:
-        with psycopg.connect(TEST_DSN, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return f"no PostgreSQL server at KODESTORE_TEST_DSN ({type(exc).__name__})"
-    return None
-
-
-def require_postgres() -> None:
-    reason = postgres_unavailable()
-    if reason is None:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true but {reason}: Postgres tests must run in CI")
-    pytest.skip(reason)
-
-
 async def make_store(backend: str, tmp_path: Path) -> Any:
+    """An open store of ``backend``; Postgres ones get a fresh schema (``store.schema``)."""
     if backend == "memory":
         return await MemoryStore().open()
     if backend == "sqlite":
         return await SqliteStore(tmp_path / "db" / "agents.db", tmp_path / "files").open()
     if backend == "json":
         return await JSONStore(tmp_path / "files").open()
-    require_postgres()
-    from kodestore import PostgresStore
-
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    store = PostgresStore(dsn=TEST_DSN, file_store_base_dir=str(tmp_path / "files"), schema=schema)
-    await store.open()
-    store.test_schema = schema
-    return store
+    return await make_test_postgres_store(tmp_path)
 
 
 async def drop_test_schema(store: Any) -> None:
-    schema = getattr(store, "test_schema", None)
-    if schema is None:
-        return
-    import psycopg
-
-    async with await psycopg.AsyncConnection.connect(TEST_DSN, autocommit=True) as conn:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    schema = getattr(store, "schema", None)  # only Postgres stores have one
+    if isinstance(schema, str):
+        await drop_schema(TEST_DSN, schema)
 
 
 async def _open_and_clean(backend: str, tmp_path: Path) -> AsyncIterator[Any]:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from kodestore.errors import InvalidAgentId, SerializationError, StorageError
+from kodestore.errors import AgentDeleted, InvalidAgentId, SerializationError, StorageError
 from kodestore.files.disk import DiskFiles
 
 pytestmark = pytest.mark.asyncio
@@ -111,18 +111,27 @@ async def test_files_are_owner_only(files: DiskFiles) -> None:
         assert mode == (0o700 if path.is_dir() else 0o600), path
 
 
-async def test_delete_agent_removes_its_files_and_directory(files: DiskFiles) -> None:
+async def test_delete_agent_removes_its_files_and_leaves_a_tombstone(files: DiskFiles) -> None:
     for agent in ("a", "b"):
         await files.append_events(agent, timeline(1))
         await files.save_todos(agent, {"todos": []})
         await files.save_media_cache(agent, [])
         await files.append_history(agent, "recovered", {"path": "p", "content": "c"})
     (files.agent_dir("a") / "events.quarantine").write_bytes(b"torn\n")
-    await files.delete_agent("a")
-    assert not files.agent_dir("a").exists()
+    await files.delete_agent("a", 1_000)
+    assert [p.name for p in files.agent_dir("a").iterdir()] == [".deleted"]
     assert await files.agent_ids() == ["b"]
     assert await files.load_todos("a") is None
-    await files.delete_agent("a")  # deleting twice is fine
+    await files.delete_agent("a", 2_000)  # deleting twice is fine
+    for late_write in (
+        files.append_events("a", timeline(7)),
+        files.save_todos("a", {"todos": []}),
+        files.append_history("a", "windows", {"id": "w"}),
+    ):
+        with pytest.raises(AgentDeleted):
+            await late_write
+    assert [p.name for p in files.agent_dir("a").iterdir()] == [".deleted"]
+    await files.revive("a")  # the agent is created again
     await files.append_events("a", timeline(7))  # the cached descriptor was closed: a fresh log
     assert [e["cursor"] async for e in files.read_events("a", None, None)] == [7]
 
@@ -130,8 +139,8 @@ async def test_delete_agent_removes_its_files_and_directory(files: DiskFiles) ->
 async def test_delete_agent_keeps_a_directory_the_records_still_use(files: DiskFiles) -> None:
     await files.append_events("a", timeline(1))
     (files.agent_dir("a") / "info.json").write_text("{}")
-    await files.delete_agent("a")
-    assert [p.name for p in files.agent_dir("a").iterdir()] == ["info.json"]
+    await files.delete_agent("a", 1_000)
+    assert sorted(p.name for p in files.agent_dir("a").iterdir()) == [".deleted", "info.json"]
 
 
 async def test_agent_ids_lists_directories_with_files(files: DiskFiles, tmp_path: Path) -> None:

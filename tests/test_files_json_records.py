@@ -139,7 +139,7 @@ async def test_list_agents_by_prefix(records: JsonRecords, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("records_first", [True, False])
-async def test_deleting_both_halves_leaves_no_directory(tmp_path: Path, records_first: bool) -> None:
+async def test_deleting_both_halves_leaves_only_the_tombstone(tmp_path: Path, records_first: bool) -> None:
     records, files = JsonRecords(tmp_path), DiskFiles(tmp_path)
     await records.save_turn("a", messages(1), [tool_call("t1")], info(), NOW)
     await records.save_snapshot("a", snapshot("s1"), NOW)
@@ -148,11 +148,13 @@ async def test_deleting_both_halves_leaves_no_directory(tmp_path: Path, records_
     await files.append_history("a", "windows", {"id": "w"})
     await records.save_info(info("b"), NOW)
     (tmp_path / "a" / ".info.json.0badc0ffee00.tmp").write_text("{")  # left by a crashed write
-    halves = [records.delete("a"), files.delete_agent("a")]
+    halves = [records.delete("a", NOW), files.delete_agent("a", NOW)]
     for delete in halves if records_first else halves[::-1]:
         await delete
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    assert [p.name for p in (tmp_path / "a").iterdir()] == [".deleted"]
     assert await records.list_agents(None) == ["b"]
+    assert await files.agent_ids() == ["b"]
     await files.close()
 
 

@@ -51,8 +51,8 @@ async def scenario(files: RuntimeFiles) -> list[Any]:
     with pytest.raises(SerializationError) as caught:
         await files.save_todos("e", {"x": {1}})
     seen.append(str(caught.value))
-    await files.delete_agent("a")
-    await files.delete_agent("zzz")
+    await files.delete_agent("a", 1)
+    await files.delete_agent("zzz", 1)
     seen.append(await files.agent_ids())
     seen.append(([e async for e in files.read_events("a", None, None)], await files.load_todos("a")))
     await files.close()
@@ -105,8 +105,8 @@ async def test_size_and_agents_follow_the_data() -> None:
     await files.append_history("a", "recovered", {"content": "x" * 1000})
     assert await files.size_bytes() > size + 1000
     assert await files.agent_ids() == ["a", "b"]
-    await files.delete_agent("a")
-    await files.delete_agent("b")
+    await files.delete_agent("a", 1)
+    await files.delete_agent("b", 1)
     assert (await files.size_bytes(), await files.agent_ids()) == (0, [])
 
 

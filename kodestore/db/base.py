@@ -45,7 +45,8 @@ class Dialect(ABC):
 
     @abstractmethod
     def content_has_type(self, column: str) -> str:
-        """True when JSON array ``column`` has an element whose ``type`` is the next parameter."""
+        """True when JSON array ``column`` has an object element whose ``type`` is the JSON string
+        equal to the next parameter (a str). Non-object elements and non-string types never match."""
 
     @abstractmethod
     def json_text(self, column: str, key: str) -> str:
@@ -73,7 +74,18 @@ class Dialect(ABC):
 
     @abstractmethod
     def json_contains(self, column: str) -> str:
-        """A condition true when JSON object ``column`` contains the next parameter (a JSON object text)."""
+        """True when JSON object ``column`` has every top-level key of the next parameter (a JSON object
+        text) with an equal value, as jsonb ``=`` compares: numbers by value (1 = 1.0), ``true`` is not
+        1, arrays element by element, objects by their keys whatever the order (equal, not contained).
+        """
+
+    def json_key_is(self, column: str, key: str) -> str:
+        """True when top-level ``key`` (a trusted literal) of JSON object ``column`` equals the value
+        of ``key`` in the next parameter, a one-member JSON object text ``{key: value}``.
+
+        The same test as ``json_contains``; a dialect overrides it when a fixed key lets an index
+        answer (SQLite indexes expressions, not containment)."""
+        return self.json_contains(column)
 
 
 class SqlDriver(ABC):

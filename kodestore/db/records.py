@@ -39,7 +39,7 @@ from kodestore.db.rows import (
     snapshot_body,
     tool_call_rows,
 )
-from kodestore.errors import AgentNotFound
+from kodestore.errors import AgentDeleted, AgentNotFound
 from kodestore.jsonutil import loads
 from kodestore.models import (
     AgentInfo,
@@ -51,6 +51,7 @@ from kodestore.models import (
     Snapshot,
     ToolCallRecord,
 )
+from kodestore.validation import ms_to_iso
 
 K = TypeVar("K")
 
@@ -100,6 +101,14 @@ _UPSERT_INFO = (
     " message_count = excluded.message_count, metadata = excluded.metadata,"
     " lineage = excluded.lineage, info = excluded.info"
 )
+_UPDATE_INFO = (
+    "UPDATE agents SET template_id = ?, created_at_ms = ?, updated_at_ms = ?, message_count = ?,"
+    " metadata = ?, lineage = ?, info = ? WHERE agent_id = ? RETURNING agent_id"
+)
+_TOMBSTONE = (
+    "INSERT INTO deleted_agents (agent_id, deleted_at_ms) VALUES (?, ?)"
+    " ON CONFLICT (agent_id) DO UPDATE SET deleted_at_ms = excluded.deleted_at_ms"
+)
 _UPSERT_MESSAGE = (
     "INSERT INTO messages (agent_id, seq, role, content, metadata, extra, hash, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, seq) DO UPDATE SET role = excluded.role,"
@@ -120,20 +129,31 @@ _UPSERT_SNAPSHOT = (
 )
 
 
-def _upsert_info(row: InfoRow, now_ms: int) -> Stmt:
-    return Stmt(
-        _UPSERT_INFO,
-        (
-            row.agent_id,
-            row.template_id,
-            row.created_at_ms,
-            now_ms,
-            row.message_count,
-            row.metadata,
-            row.lineage,
-            row.info,
-        ),
+def save_info_plan(row: InfoRow, now_ms: int) -> Plan[None]:
+    """Update the agent's row; only when there is none, check the tombstone, then insert.
+
+    The common case (an agent saving its info every turn) is one statement; the tombstone is read
+    only on the path that could bring a deleted agent back."""
+    columns = (
+        row.template_id,
+        row.created_at_ms,
+        now_ms,
+        row.message_count,
+        row.metadata,
+        row.lineage,
+        row.info,
     )
+    if (yield Stmt(_UPDATE_INFO, (*columns, row.agent_id), "one")) is not None:
+        return
+    tombstone = yield Stmt(
+        "SELECT deleted_at_ms FROM deleted_agents WHERE agent_id = ?", (row.agent_id,), "one"
+    )
+    if tombstone is not None and row.created_at_ms < int(tombstone[0]):
+        raise AgentDeleted(
+            f"agent {row.agent_id!r} was deleted at {ms_to_iso(int(tombstone[0]))}; an info created"
+            f" before that ({ms_to_iso(row.created_at_ms)}) is a late write and was refused"
+        )
+    yield Stmt(_UPSERT_INFO, (row.agent_id, *columns))
 
 
 class SqlRecords(RecordBackend):
@@ -155,11 +175,7 @@ class SqlRecords(RecordBackend):
 
     async def save_info(self, info: AgentInfo, now_ms: int) -> None:
         row = info_row(info)
-
-        def plan() -> Plan[None]:
-            yield _upsert_info(row, now_ms)
-
-        await self.driver.run(plan, write=True)
+        await self.driver.run(lambda: save_info_plan(row, now_ms), write=True)
 
     async def load_info(self, agent_id: str) -> JSONDict | None:
         def plan() -> Plan[Any]:
@@ -313,7 +329,7 @@ class SqlRecords(RecordBackend):
 
         def plan() -> Plan[None]:
             if info_data is not None:
-                yield _upsert_info(info_data, now_ms)
+                yield from save_info_plan(info_data, now_ms)
             if message_data is not None:
                 yield from self.replace_messages_plan(agent_id, message_data, now_ms)
             if tool_call_data is not None:
@@ -369,14 +385,21 @@ class SqlRecords(RecordBackend):
 
         return await self.driver.run(plan, write=False) is not None
 
-    async def delete(self, agent_id: str) -> None:
+    async def delete(self, agent_id: str, now_ms: int) -> None:
         def plan() -> Plan[None]:
             # children first: correct even where the database does not cascade
             for table in ("messages", "tool_calls", "snapshots", "agents"):
                 yield Stmt(f"DELETE FROM {table} WHERE agent_id = ?", (agent_id,))
+            yield Stmt(_TOMBSTONE, (agent_id, now_ms))
 
         self._messages.forget(agent_id)
         self._tool_calls.forget(agent_id)
+        await self.driver.run(plan, write=True)
+
+    async def clear_tombstone(self, agent_id: str) -> None:
+        def plan() -> Plan[None]:
+            yield Stmt("DELETE FROM deleted_agents WHERE agent_id = ?", (agent_id,))
+
         await self.driver.run(plan, write=True)
 
     async def list_agents(self, prefix: str | None) -> list[str]:

@@ -26,21 +26,48 @@ class SqliteDialect(Dialect):
     name = "sqlite"
     for_update = ""  # BEGIN IMMEDIATE already holds the write lock
 
+    # ``->`` yields a value's JSON text as stored, and ``json_quote`` escapes exactly as orjson does,
+    # so strings compare in full: json_extract and json_each values stop at the first NUL character.
+
     def content_has_type(self, column: str) -> str:
-        return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE json_extract(value, '$.type') = ?)"
+        return (
+            f"EXISTS (SELECT 1 FROM json_each({column}) AS block WHERE block.type = 'object'"
+            " AND block.value -> '$.\"type\"' = json_quote(?))"
+        )
 
     def json_text(self, column: str, key: str) -> str:
         return f"json_extract({column}, '$.\"{key}\"')"
+
+    def json_key_is(self, column: str, key: str) -> str:
+        path = f"'$.\"{key}\"'"
+        return f"{column} -> {path} = (? -> {path})"  # the column side is what 002's indexes hold
 
     def json_array_has(self, column: str) -> str:
         return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value = ?)"
 
     def json_contains(self, column: str) -> str:
-        # every (key, value) pair of the parameter object is present in the column's object
+        # Every node of the wanted object (w) has a node at the same path in the column (h) with an
+        # equal value, and the column has no other node under the wanted keys (so nested values are
+        # equal, not merely contained). Strings compare by stored JSON text where SQLite can address
+        # the path (not through a key holding '"'), else by decoded value.
+        same_node = (
+            "(h.type = w.type OR (h.type IN ('integer', 'real') AND w.type IN ('integer', 'real')))"
+            " AND (h.type IN ('object', 'array')"
+            f" OR (h.type = 'text' AND COALESCE(({column} -> h.fullkey) = (want.doc -> w.fullkey),"
+            " h.atom = w.atom))"
+            " OR (h.type NOT IN ('text', 'object', 'array') AND h.atom IS w.atom))"
+        )
+        under_wanted_key = (
+            "(h.fullkey = top.fullkey"
+            " OR substr(h.fullkey, 1, length(top.fullkey) + 1) IN (top.fullkey || '.', top.fullkey || '['))"
+        )
         return (
-            f"NOT EXISTS (SELECT 1 FROM json_each(?) AS want WHERE NOT EXISTS ("
-            f"SELECT 1 FROM json_each({column}) AS have WHERE have.key = want.key"
-            " AND have.type = want.type AND have.value IS want.value))"
+            "EXISTS (SELECT 1 FROM (SELECT ? AS doc) AS want WHERE NOT EXISTS ("
+            "SELECT 1 FROM json_tree(want.doc) AS w WHERE w.parent IS NOT NULL AND NOT EXISTS ("
+            f"SELECT 1 FROM json_tree({column}) AS h WHERE h.fullkey = w.fullkey AND {same_node}))"
+            f" AND NOT EXISTS (SELECT 1 FROM json_each(want.doc) AS top, json_tree({column}) AS h"
+            f" WHERE {under_wanted_key} AND NOT EXISTS ("
+            "SELECT 1 FROM json_tree(want.doc) AS w WHERE w.fullkey = h.fullkey)))"
         )
 
     def json_object_agg(self, key: str, value: str) -> str:

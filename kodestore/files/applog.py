@@ -22,6 +22,7 @@ import aiofiles
 
 from kodestore.config import Durability
 from kodestore.files.atomic import FILE_MODE, ensure_dir, storage_error, write_all
+from kodestore.files.tombstone import refuse_if_deleted
 
 READ_CHUNK = 256 * 1024
 QUARANTINE_SUFFIX = ".quarantine"
@@ -42,8 +43,11 @@ class Appended:
 class AppendLog:
     """One JSONL file: appends (durable to the OS or fsynced), streaming reads, torn-tail repair."""
 
-    def __init__(self, path: Path, durability: Durability = "os") -> None:
+    def __init__(
+        self, path: Path, durability: Durability = "os", agent_directory: Path | None = None
+    ) -> None:
         self.path = path
+        self.agent_directory = agent_directory  # whose tombstone forbids (re)creating this log
         self.quarantine_path = path.with_suffix(QUARANTINE_SUFFIX)
         self.durability = durability
         self.bytes_read = 0  # by read_lines, cumulative: shows how much a seek let a read skip
@@ -126,6 +130,8 @@ class AppendLog:
         """The log's descriptor, exclusively locked; reopened (a fresh file) if it was deleted."""
         while True:
             if self._fd is None:
+                if self.agent_directory is not None:
+                    refuse_if_deleted(self.agent_directory)
                 ensure_dir(self.path.parent)
                 flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
                 self._fd = os.open(self.path, flags, FILE_MODE)

@@ -15,7 +15,7 @@ from typing import Any, get_args
 
 from kodestore.backend import EventLogReport, HistoryKind, RuntimeFiles
 from kodestore.config import Durability
-from kodestore.files import agent_dir, agent_dirs, create_base_dir
+from kodestore.files import agent_dir, agent_dirs, create_base_dir, tombstone
 from kodestore.files.applog import QUARANTINE_SUFFIX, AppendLog, LogCache, warn_corrupt_line
 from kodestore.files.atomic import (
     FILE_MODE,
@@ -46,7 +46,9 @@ class DiskFiles(RuntimeFiles):
         self.base_dir = Path(base_dir)
         self.durability: Durability = durability
         self._events = LogCache(lambda directory: EventLog(directory, durability))
-        self._history = LogCache(lambda path: AppendLog(path, durability), _OPEN_HISTORY_LOGS)
+        self._history = LogCache(
+            lambda path: AppendLog(path, durability, agent_directory=path.parent.parent), _OPEN_HISTORY_LOGS
+        )
 
     def __repr__(self) -> str:
         return f"DiskFiles({str(self.base_dir)!r}, durability={self.durability!r})"
@@ -82,7 +84,11 @@ class DiskFiles(RuntimeFiles):
 
     async def _save(self, agent_id: str, name: str, value: Any, what: str) -> None:
         data = dumps(value, what)
-        await asyncio.to_thread(write_atomic, self.agent_dir(agent_id) / name, data, self.durability)
+        await asyncio.to_thread(self._write_value, self.agent_dir(agent_id), name, data)
+
+    def _write_value(self, directory: Path, name: str, data: bytes) -> None:
+        tombstone.refuse_if_deleted(directory)
+        write_atomic(directory / name, data, self.durability)
 
     async def _load(self, agent_id: str, name: str) -> Any:
         return await asyncio.to_thread(read_json, self.agent_dir(agent_id) / name)
@@ -123,13 +129,23 @@ class DiskFiles(RuntimeFiles):
 
     # ---- the agent and the store -----------------------------------------------------------------
 
-    async def delete_agent(self, agent_id: str) -> None:
-        """Remove this half's files, then the agent directory if ``JsonRecords`` left nothing in it."""
+    async def delete_agent(self, agent_id: str, deleted_at_ms: int) -> None:
+        """Remove this half's files and leave the tombstone (the directory holds only that after)."""
         directory = self.agent_dir(agent_id)
         await self._events.discard(directory)
         for kind in HISTORY_KINDS:
             await self._history.discard(self._history_path(agent_id, kind))
-        await asyncio.to_thread(_delete_files, directory)
+        await asyncio.to_thread(self._delete_files, directory, deleted_at_ms)
+
+    def _delete_files(self, directory: Path, deleted_at_ms: int) -> None:
+        # the tombstone first: an append racing with the delete is refused rather than left behind
+        tombstone.bury(directory, deleted_at_ms, self.durability)
+        remove_files(directory / HISTORY_DIR, _HISTORY_FILES)
+        remove_dir_if_empty(directory / HISTORY_DIR)
+        remove_files(directory, (*EVENT_FILES, TODOS_FILE, MEDIA_CACHE_FILE))
+
+    async def revive(self, agent_id: str) -> None:
+        await asyncio.to_thread(tombstone.revive, self.agent_dir(agent_id))
 
     async def agent_ids(self) -> list[str]:
         return await asyncio.to_thread(_agents_with_files, self.base_dir)
@@ -141,15 +157,13 @@ class DiskFiles(RuntimeFiles):
         return await asyncio.to_thread(_probe, self.base_dir)
 
 
-def _delete_files(directory: Path) -> None:
-    remove_files(directory / HISTORY_DIR, _HISTORY_FILES)
-    remove_dir_if_empty(directory / HISTORY_DIR)
-    remove_files(directory, (*EVENT_FILES, TODOS_FILE, MEDIA_CACHE_FILE))
-    remove_dir_if_empty(directory)
-
-
 def _has_file(directory: str) -> bool:
-    return any(files for _, _, files in os.walk(directory))
+    """Any file but a tombstone: a deleted agent's directory is not an agent's."""
+    return any(
+        name != tombstone.TOMBSTONE_FILE or root != directory
+        for root, _, files in os.walk(directory)
+        for name in files
+    )
 
 
 def _agents_with_files(base_dir: Path) -> list[str]:

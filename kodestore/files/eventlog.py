@@ -70,7 +70,7 @@ class EventLog:
     """Append Timeline dicts, read them since a seq, and check the whole file."""
 
     def __init__(self, directory: Path, durability: Durability = "os") -> None:
-        self.log = AppendLog(directory / EVENTS_FILE, durability)
+        self.log = AppendLog(directory / EVENTS_FILE, durability, agent_directory=directory)
         self.index_path = directory / INDEX_FILE
         # Our own appends since the last index record: [tracked_from, tracked_to) of file `inode`,
         # with no other writer in between, and the largest seq among them.

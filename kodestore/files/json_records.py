@@ -16,8 +16,8 @@ from weakref import WeakValueDictionary
 
 from kodestore.backend import RecordBackend
 from kodestore.config import Durability
-from kodestore.errors import AgentNotFound
-from kodestore.files import agent_dir, agent_dirs, create_base_dir
+from kodestore.errors import AgentDeleted, AgentNotFound
+from kodestore.files import agent_dir, agent_dirs, create_base_dir, tombstone
 from kodestore.files.atomic import (
     read_json,
     remove_dir_if_empty,
@@ -26,6 +26,7 @@ from kodestore.files.atomic import (
 )
 from kodestore.jsonutil import dumps
 from kodestore.models import AgentInfo, JSONDict, Message, Snapshot, ToolCallRecord
+from kodestore.validation import iso_to_epoch_ms, ms_to_iso
 
 INFO_FILE = "info.json"
 MESSAGES_FILE = "messages.json"
@@ -63,6 +64,15 @@ class JsonRecords(RecordBackend):
         return info
 
     def _save_info(self, info: AgentInfo) -> None:
+        directory = agent_dir(self.base_dir, info.agent_id)
+        deleted = tombstone.deleted_at(directory)
+        if deleted is not None and not directory.joinpath(INFO_FILE).exists():
+            created = iso_to_epoch_ms(info.created_at, "info.created_at")
+            if created < deleted:
+                raise AgentDeleted(
+                    f"agent {info.agent_id!r} was deleted at {ms_to_iso(deleted)}; an info created"
+                    f" before that ({info.created_at}) is a late write and was refused"
+                )
         self._write(info.agent_id, INFO_FILE, info.to_dict(), "info")
 
     def _save_messages(self, agent_id: str, messages: Sequence[Message]) -> None:
@@ -183,8 +193,12 @@ class JsonRecords(RecordBackend):
     async def exists(self, agent_id: str) -> bool:
         return await asyncio.to_thread(self._path(agent_id, INFO_FILE).is_file)
 
-    async def delete(self, agent_id: str) -> None:
+    async def delete(self, agent_id: str, now_ms: int) -> None:
+        """Removes the record files; ``DiskFiles`` (the same directory) keeps the tombstone."""
         await self._locked(agent_id, lambda: self._delete(agent_id))
+
+    async def clear_tombstone(self, agent_id: str) -> None:
+        return None  # the tombstone is DiskFiles': the store revives it there
 
     async def list_agents(self, prefix: str | None) -> list[str]:
         return await asyncio.to_thread(self._list_agents, prefix)

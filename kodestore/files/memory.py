@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kodestore.backend import EventLogReport, HistoryKind, RuntimeFiles
+from kodestore.errors import AgentDeleted
 from kodestore.files.eventlog import event_channel, event_seq
 from kodestore.jsonutil import dumps, loads
 from kodestore.models import JSONDict
@@ -35,11 +36,15 @@ class MemoryFiles(RuntimeFiles):
 
     def __init__(self) -> None:
         self._agents: dict[str, _AgentData] = {}
+        self._deleted: set[str] = set()  # tombstones: writes refused until the agent is re-created
 
     def __repr__(self) -> str:
         return f"MemoryFiles({len(self._agents)} agents)"
 
     def _agent(self, agent_id: str) -> _AgentData:
+        """The agent's data for writing; refused for a deleted agent, as on disk."""
+        if agent_id in self._deleted:
+            raise AgentDeleted(f"agent {agent_id!r} was deleted; a late write was refused")
         return self._agents.setdefault(agent_id, _AgentData())
 
     async def open(self) -> None:
@@ -110,8 +115,12 @@ class MemoryFiles(RuntimeFiles):
         agent = self._agents.get(agent_id)
         return [loads(data) for data in agent.history.get(kind, ())] if agent else []
 
-    async def delete_agent(self, agent_id: str) -> None:
+    async def delete_agent(self, agent_id: str, deleted_at_ms: int) -> None:
         self._agents.pop(agent_id, None)
+        self._deleted.add(agent_id)
+
+    async def revive(self, agent_id: str) -> None:
+        self._deleted.discard(agent_id)
 
     async def agent_ids(self) -> list[str]:
         return sorted(self._agents)

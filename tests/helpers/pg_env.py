@@ -75,7 +75,7 @@ async def admin(dsn: str, query: str, params: Sequence[Any] = ()) -> list[tuple[
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        cursor = await conn.execute(query, params)  # type: ignore[arg-type]
+        cursor = await conn.execute(query, params)
         return await cursor.fetchall() if cursor.description else []
 
 

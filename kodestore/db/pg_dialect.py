@@ -1,0 +1,62 @@
+"""The Postgres dialect: jsonb operators (GIN-indexable containment) and code-point comparisons.
+
+A plain parameter compared with a jsonb string goes through ``sql_plain_as_json_string`` (and a jsonb
+string compared with a plain parameter through ``sql_json_string_as_plain``): see ``pg_text``."""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+
+from kodestore.db.base import Dialect, Stmt
+from kodestore.db.pg_text import sql_json_string_as_plain, sql_plain_as_json_string
+
+
+def advisory_key(*parts: str) -> int:
+    """A signed 64-bit advisory-lock key: the first 8 bytes of blake2b over the NUL-joined parts."""
+    digest = blake2b("\0".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class PostgresDialect(Dialect):
+    """Fragments for one schema (the migration lock key depends on it)."""
+
+    name = "postgres"
+    for_update = " FOR UPDATE"
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self._migration_key = advisory_key("kodestore-migrations", schema)
+
+    def content_has_type(self, column: str) -> str:
+        # containment, not a scan of the array: the GIN (jsonb_path_ops) index on content answers it
+        block = f"jsonb_build_object('type', {sql_plain_as_json_string('?::text')})"
+        return f"{column} @> jsonb_build_array({block})"
+
+    def json_text(self, column: str, key: str) -> str:
+        return sql_json_string_as_plain(f"({column} ->> '{key}')")
+
+    def json_array_has(self, column: str) -> str:
+        return f"{column} @> jsonb_build_array({sql_plain_as_json_string('?::text')})"
+
+    def json_contains(self, column: str) -> str:
+        # containment (GIN-indexed) narrows the rows; equality of each wanted top-level value makes
+        # nested objects and arrays match only when equal, not when merely contained. Also serves
+        # json_key_is: its one-key object needs no index of its own.
+        return (
+            f"EXISTS (SELECT 1 FROM (SELECT ?::jsonb AS doc) AS want WHERE {column} @> want.doc"
+            f" AND NOT EXISTS (SELECT 1 FROM jsonb_each(want.doc) AS w"
+            f" WHERE {column} -> w.key IS DISTINCT FROM w.value))"
+        )
+
+    def json_object_agg(self, key: str, value: str) -> str:
+        return f"jsonb_object_agg({sql_plain_as_json_string(key)}, {value})::text"
+
+    def prefix_range(self, column: str) -> str:
+        return f'{column} COLLATE "C" >= ? AND {column} COLLATE "C" < ?'
+
+    def table_exists(self, table: str) -> Stmt:
+        return Stmt("SELECT to_regclass(?)", (table,), "one")
+
+    def migration_lock(self) -> Stmt:
+        """Held until commit: workers migrating the same schema at once run one after the other."""
+        return Stmt("SELECT pg_advisory_xact_lock(?)", (self._migration_key,))

@@ -1,0 +1,354 @@
+"""Postgres: a driver that runs each plan in one transaction on a pooled async connection.
+
+The pool is ours (opened from the DSN, closed by ``close``) or the caller's (never closed here). Every
+checkout checks the connection and drops those the server killed (restart, ``pg_terminate_backend``,
+idle timeout), so the next call after an outage succeeds instead of failing once per dead connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Generator
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Any, TypeAlias
+
+import psycopg
+from psycopg import AsyncConnection, AsyncCursor, sql
+from psycopg.adapt import AdaptersMap
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from kodestore.config import PostgresOptions, redact_dsn
+from kodestore.db.base import PlanFactory, SqlDriver, Stmt, T
+from kodestore.db.migrations import SchemaStatus, migrate_plan, status_plan
+from kodestore.db.pg_dialect import PostgresDialect
+from kodestore.db.pg_errors import translate
+from kodestore.db.pg_text import install_text_codec
+from kodestore.errors import ConfigError, KodeStoreError, StorageError
+from kodestore.validation import now_ms
+
+Connection: TypeAlias = AsyncConnection[TupleRow]
+Pool: TypeAlias = AsyncConnectionPool[Connection]
+
+APPLICATION_NAME = "kodestore"
+
+_ADAPTERS = AdaptersMap(psycopg.adapters)
+install_text_codec(_ADAPTERS)
+
+# a single-quoted literal or double-quoted identifier (kept, ``%`` doubled), a placeholder, or a ``%``
+_SQL_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
+
+
+@lru_cache(maxsize=1024)
+def render(query: str) -> str:
+    """``?`` placeholders as psycopg's ``%s``; a literal ``%`` as ``%%``. As on SQLite, a ``?`` inside a
+    quoted literal is not a placeholder."""
+
+    def token(match: re.Match[str]) -> str:
+        text = match.group()
+        if text == "?":
+            return "%s"
+        return text.replace("%", "%%")
+
+    return _SQL_TOKEN.sub(token, query)
+
+
+_PLAN_ATTEMPTS = 3
+
+
+class _RolledBack(Exception):
+    """The connection died before COMMIT: the server rolled the transaction back."""
+
+    def __init__(self, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _forget_abandoned(tasks: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def forget(task: asyncio.Future[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: an abandoned ping's failure is already reported
+
+    return forget
+
+
+def _ping_plan() -> Generator[Stmt, Any, Any]:
+    return (yield Stmt("SELECT 1", (), "one"))
+
+
+class PostgresDriver(SqlDriver):
+    """Plans on pooled connections whose ``search_path`` is the configured schema."""
+
+    dialect: PostgresDialect
+
+    def __init__(self, options: PostgresOptions) -> None:
+        self.options = options
+        self.dialect = PostgresDialect(options.schema)
+        self._owns_pool = options.pool is None
+        self._pool: Pool | None = options.pool
+        self._timeout_s = options.connection_timeout_ms / 1000
+        self._set_search_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(options.schema))
+        self._set_local_search_path = sql.SQL("SET LOCAL search_path TO {}").format(
+            sql.Identifier(options.schema)
+        )
+        self._create_schema = (
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(options.schema)).as_string()
+        )
+        self._abandoned: set[asyncio.Future[Any]] = set()
+        #: migrations this driver applied when it opened (empty when the schema was current)
+        self.migrated: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        return f"postgres:{redact_dsn(self.options.dsn)} schema={self.options.schema}"
+
+    def translate_error(self, exc: Exception) -> KodeStoreError:
+        return translate(exc, self.options.dsn)
+
+    # ---- connections -----------------------------------------------------------------------------
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``AsyncConnection.connect`` used for every connection we open."""
+        try:
+            in_dsn = conninfo_to_dict(self.options.dsn)
+        except psycopg.Error as exc:
+            raise ConfigError(f"invalid Postgres DSN {redact_dsn(self.options.dsn)!r}") from exc
+        kwargs: dict[str, Any] = {
+            "autocommit": False,
+            "connect_timeout": max(1, math.ceil(self._timeout_s)),
+            "client_encoding": "utf8",
+            "context": _ADAPTERS,  # the NUL-safe text codec, on every connection
+        }
+        if "application_name" not in in_dsn:
+            kwargs["application_name"] = APPLICATION_NAME
+        if not self.options.prepare_statements:
+            kwargs["prepare_threshold"] = None  # pgbouncer in transaction mode: no server-side prepares
+        return kwargs
+
+    async def _configure(self, conn: Connection) -> None:
+        await conn.execute(self._set_search_path)
+        await conn.commit()
+
+    async def connect(self, *, autocommit: bool = False) -> Connection:
+        """A connection outside the pool (migrations, lock sessions): configured like our pooled ones,
+        or made like the caller's pool makes its own."""
+        if not self._owns_pool:
+            return await self._connect_like_callers_pool(autocommit)
+        kwargs = self.connection_kwargs()
+        kwargs["autocommit"] = autocommit
+        conn = await AsyncConnection.connect(self.options.dsn, **kwargs)
+        try:
+            await conn.execute(self._set_search_path)
+            if not autocommit:
+                await conn.commit()
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _connect_like_callers_pool(self, autocommit: bool) -> Connection:
+        pool = self._require_pool()
+        conninfo: Any = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
+        kwargs: Any = pool.kwargs() if callable(pool.kwargs) else pool.kwargs
+        if inspect.isawaitable(conninfo):
+            conninfo = await conninfo
+        if inspect.isawaitable(kwargs):
+            kwargs = await kwargs
+        kwargs = {**(kwargs or {}), "autocommit": autocommit}
+        conn: Connection = await pool.connection_class.connect(conninfo, **kwargs)
+        return conn
+
+    def _require_pool(self) -> Pool:
+        if self._pool is None:
+            raise StorageError("postgres: the driver is not open")
+        return self._pool
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self, *, migrate: bool = True) -> None:
+        try:
+            if self._owns_pool:
+                # connect on our own first: a bad DSN or a refused connection then fails with the
+                # server's own message instead of a pool timeout
+                async with await self.connect() as conn:
+                    if migrate:
+                        self.migrated = await self._run_on(conn, self._schema_plan)
+                self._pool = await self._open_pool()
+            else:
+                if self._require_pool().closed:
+                    raise ConfigError("the connection pool passed to kodestore must be open")
+                if migrate:
+                    self.migrated = await self.run(self._schema_plan, write=True)
+        except _RolledBack as lost:
+            raise self.translate_error(lost.error) from lost.error
+        except psycopg.Error as exc:
+            raise self.translate_error(exc) from exc
+
+    async def _open_pool(self) -> Pool:
+        options = self.options
+        pool: Pool = AsyncConnectionPool(
+            options.dsn,
+            kwargs=self.connection_kwargs(),
+            min_size=options.min_size,
+            max_size=options.max_size,
+            max_idle=options.idle_timeout_ms / 1000,
+            timeout=self._timeout_s,
+            configure=self._configure,
+            name=f"kodestore-{options.schema}",
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=self._timeout_s)
+        except BaseException:
+            await pool.close()
+            raise
+        return pool
+
+    def _schema_plan(self) -> Generator[Stmt, Any, tuple[int, ...]]:
+        """Create the schema if missing, then apply pending migrations, under the migration lock."""
+        yield self.dialect.migration_lock()
+        found = yield Stmt("SELECT 1 FROM pg_namespace WHERE nspname = ?", (self.options.schema,), "one")
+        if found is None:  # checked first: CREATE SCHEMA needs a privilege even when the schema exists
+            yield Stmt(self._create_schema)
+        return (yield from migrate_plan(self.dialect, now_ms()))
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None and self._owns_pool:
+            await pool.close()
+
+    # ---- plans -----------------------------------------------------------------------------------
+
+    async def run(self, plan: PlanFactory[T], *, write: bool) -> T:
+        """One transaction; run again, on another connection, when the first one died before COMMIT.
+
+        A connection can die between its checkout check and its first statement (a restart, a
+        failover, ``pg_terminate_backend``). The server then rolls the transaction back, so nothing
+        happened and the plan can start over; a death during COMMIT is not retried (its outcome is
+        unknown) and surfaces as ``StorageError``."""
+        deadline = time.monotonic() + self._timeout_s
+        for attempt in range(1, _PLAN_ATTEMPTS + 1):
+            try:
+                async with self._checked_out() as conn:
+                    return await self._run_on(conn, plan)
+            except _RolledBack as lost:
+                if attempt == _PLAN_ATTEMPTS or time.monotonic() >= deadline:
+                    raise self.translate_error(lost.error) from lost.error
+            except psycopg.Error as exc:
+                raise self.translate_error(exc) from exc
+        raise AssertionError("the last attempt returns or raises")
+
+    @asynccontextmanager
+    async def _checked_out(self) -> AsyncIterator[Connection]:
+        """A pooled connection that just answered, within the connection timeout.
+
+        The check is ours rather than the pool's ``check=``: psycopg_pool sleeps 1, 2, 4, ... s after
+        each failed check, so after a restart a pool of dead connections would make the next call wait
+        for seconds, or time out. Here each dead connection is dropped and the next one tried at once;
+        once the idle ones are used up, the pool hands out fresh connections."""
+        pool = self._require_pool()
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            conn = await pool.getconn(timeout=max(deadline - time.monotonic(), 0.0))
+            try:
+                await AsyncConnectionPool.check_connection(conn)
+                break
+            except psycopg.Error:
+                await pool.putconn(conn)  # broken: the pool closes it and makes a replacement
+                if time.monotonic() >= deadline:
+                    raise
+            except BaseException:
+                await pool.putconn(conn)
+                raise
+        try:
+            yield conn
+        finally:
+            await pool.putconn(conn)
+
+    async def _run_on(self, conn: Connection, plan: PlanFactory[T]) -> T:
+        steps = plan()
+        committing = False
+        try:
+            async with conn.transaction(), conn.cursor() as cursor:
+                if not self._owns_pool:
+                    # a caller's connection keeps its own settings: ours last for this transaction only
+                    install_text_codec(cursor.adapters)
+                    await cursor.execute(self._set_local_search_path)
+                result: Any = None
+                while True:
+                    try:
+                        stmt = steps.send(result)
+                    except StopIteration as done:
+                        committing = True  # leaving the block commits
+                        value: T = done.value
+                        return value
+                    result = await _execute(cursor, stmt)
+        except psycopg.Error as exc:
+            if conn.broken and not committing:
+                raise _RolledBack(exc) from exc
+            raise
+        finally:
+            steps.close()
+
+    async def ping(self) -> None:
+        """Answer within the connection timeout, even when the server stopped answering mid-connection.
+
+        The query runs in its own task that is abandoned, not awaited, on timeout: cancelling a query
+        makes psycopg ask the (silent) server to cancel it, which can itself take seconds."""
+        query = asyncio.ensure_future(self.run(_ping_plan, write=False))
+        try:
+            done, _ = await asyncio.wait({query}, timeout=self._timeout_s)
+        finally:
+            if not query.done():
+                query.cancel()
+                self._abandoned.add(query)
+                query.add_done_callback(_forget_abandoned(self._abandoned))
+        if not done:
+            raise StorageError(f"postgres: no answer within {self.options.connection_timeout_ms} ms")
+        query.result()
+
+    async def size_bytes(self) -> int:
+        def plan() -> Generator[Stmt, Any, Any]:
+            return (
+                yield Stmt(
+                    "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = ? AND c.relkind IN ('r', 'p', 'm')",
+                    (self.options.schema,),
+                    "one",
+                )
+            )
+
+        row = await self.run(plan, write=False)
+        return int(row[0])
+
+    async def schema_status(self) -> SchemaStatus:
+        """Applied and pending migrations; read-only (``kodestore init --check`` opens with
+        ``migrate=False``)."""
+
+        def plan() -> Generator[Stmt, Any, SchemaStatus]:
+            return (yield from status_plan(self.dialect))
+
+        return await self.run(plan, write=False)
+
+
+async def _execute(cursor: AsyncCursor[TupleRow], stmt: Stmt) -> Any:
+    # statements come from the shared plans and the dialect, never from user input
+    if stmt.many:
+        await cursor.executemany(render(stmt.sql), stmt.params)  # pipelined by psycopg
+        return None
+    if stmt.params:
+        await cursor.execute(render(stmt.sql), stmt.params)
+    else:
+        await cursor.execute(stmt.sql)  # no parameters: psycopg leaves ``%`` and ``?`` alone
+    if stmt.fetch == "one":
+        return await cursor.fetchone()
+    if stmt.fetch == "all":
+        return await cursor.fetchall()
+    return None
