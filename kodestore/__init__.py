@@ -3,6 +3,7 @@
 Start with ``store = await kodestore.create_extended_store()``; see the README for the rest.
 """
 
+from kodestore.db.queries import cursor_of
 from kodestore.errors import (
     AgentDeleted,
     AgentNotFound,
@@ -24,6 +25,7 @@ from kodestore.models import (
     Bookmark,
     CompressionRecord,
     ConsistencyCheckResult,
+    Feedback,
     HistoryWindow,
     MediaCacheRecord,
     Message,
@@ -33,6 +35,7 @@ from kodestore.models import (
     Snapshot,
     StoreHealthStatus,
     StoreMetrics,
+    SuspendedState,
     Timeline,
     TodoSnapshot,
     ToolCallRecord,
@@ -62,6 +65,7 @@ __all__ = [
     "ConfigError",
     "ConsistencyCheckResult",
     "ExtendedStore",
+    "Feedback",
     "HistoryWindow",
     "InvalidAgentId",
     "JSONStore",
@@ -84,10 +88,12 @@ __all__ = [
     "StoreClosed",
     "StoreHealthStatus",
     "StoreMetrics",
+    "SuspendedState",
     "Timeline",
     "TodoSnapshot",
     "ToolCallRecord",
     "ToolCallState",
     "create_extended_store",
+    "cursor_of",
     "create_store",
 ]

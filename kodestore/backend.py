@@ -18,7 +18,73 @@ from kodestore.models import AgentInfo, JSONDict, Message, Snapshot, ToolCallRec
 HistoryKind = Literal["windows", "compressions", "recovered"]
 
 
+@dataclass(slots=True)
+class AgentRecords:
+    """The database half of one agent, as ``export_agents`` reads it and ``import_agent`` writes it.
+
+    Models rather than dicts: an export goes straight into another store's import. The two
+    timestamps are what queries sort and filter by and no load returns: ``message_created_at`` holds
+    each message's first-save time (epoch ms, one per message) and ``updated_at_ms`` the agent's last
+    update. ``None`` where the store keeps none (``JSONStore``); an import then stamps its own time.
+    """
+
+    info: AgentInfo
+    messages: list[Message] = field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
+    message_created_at: list[int] | None = None
+    updated_at_ms: int | None = None
+
+    def check(self) -> None:
+        """``ValueError`` for timestamps that do not fit the messages, or a snapshot id seen twice."""
+        created = self.message_created_at
+        if created is not None:
+            if not isinstance(created, list) or not all(_is_ms(ms) for ms in created):
+                raise ValueError("message_created_at must be a list of epoch milliseconds")
+            if len(created) != len(self.messages):
+                raise ValueError(
+                    f"message_created_at holds {len(created)} times for {len(self.messages)} messages"
+                )
+        if self.updated_at_ms is not None and not _is_ms(self.updated_at_ms):
+            raise ValueError(f"updated_at_ms must be epoch milliseconds, got {self.updated_at_ms!r}")
+        ids = [snapshot.id for snapshot in self.snapshots]
+        if len(set(ids)) != len(ids):
+            raise ValueError("snapshots: the same snapshot id appears twice")
+
+
+def _is_ms(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 class RecordBackend(ABC):
+    #: ``export_agents`` reads all the agents it is given as of one moment
+    consistent_export = False
+
+    async def export_agents(self, agent_ids: Sequence[str]) -> dict[str, AgentRecords]:
+        """The records of each agent that has info, in the order given.
+
+        This default reads agent by agent through the loads, so there is no common moment, not even
+        within one agent; backends with transactions override it with one snapshot."""
+        found: dict[str, AgentRecords] = {}
+        for agent_id in dict.fromkeys(agent_ids):
+            info = await self.load_info(agent_id)
+            if info is not None:
+                found[agent_id] = AgentRecords(
+                    AgentInfo.from_dict(info),
+                    [Message.from_dict(m) for m in await self.load_messages(agent_id)],
+                    [ToolCallRecord.from_dict(r) for r in await self.load_tool_calls(agent_id)],
+                    [Snapshot.from_dict(s) for s in await self.list_snapshots(agent_id)],
+                )
+        return found
+
+    @abstractmethod
+    async def import_agent(self, records: AgentRecords, now_ms: int) -> None:
+        """Replace whatever the store holds of the agent with ``records`` (checked), as one
+        transaction where the backend has them; a tombstone does not stop it (importing is a
+        deliberate re-creation). A missing timestamp becomes ``now_ms``, except that a message the
+        store already holds keeps its first-save time, so importing the same data twice changes
+        nothing; a backend without timestamps drops them."""
+
     @abstractmethod
     async def open(self) -> None: ...
 

@@ -11,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import orjson
 
@@ -267,10 +267,17 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError("expected true or false")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad arguments end like every other user error: one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kodestore.cli_ops import add_ops_parsers
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineErrorParser(add_help=False)
     where = common.add_argument_group("store (default: from KODE_* environment variables)")
     where.add_argument("--type", choices=["sqlite", "postgres", "memory", "json"], help="store type")
     where.add_argument("--db", help="SQLite database path (KODE_SQLITE_PATH)")
@@ -279,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--schema", help="PostgreSQL schema (default public)")
     common.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
-    page = argparse.ArgumentParser(add_help=False)
+    page = OneLineErrorParser(add_help=False)
     page.add_argument("--agent", help="only this agent id")
     page.add_argument("--after", help="created at or after (epoch ms or ISO-8601, UTC if no zone)")
     page.add_argument("--before", help="created before (epoch ms or ISO-8601)")
@@ -287,8 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("--offset", type=int, default=0, help="rows to skip")
     page.add_argument("--cursor", help="start after the row of this cursor (printed with each page)")
 
-    parser = argparse.ArgumentParser(prog="kodestore", description="Inspect and operate a kodestore store.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = OneLineErrorParser(prog="kodestore", description="Inspect and operate a kodestore store.")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineErrorParser
+    )
 
     init = sub.add_parser(
         "init",

@@ -22,6 +22,7 @@ from kodestore.db.queries import (
 from kodestore.db.records import SqlRecords
 from kodestore.errors import AgentNotFound
 from kodestore.facade import Store, operation
+from kodestore.hitl import HumanLoopMixin
 from kodestore.locks import AgentLocker, Release
 from kodestore.models import (
     AgentInfo,
@@ -87,8 +88,8 @@ class QueryableStore(Store):
         return await self._records.aggregate_stats(agent_id)
 
 
-class ExtendedStore(QueryableStore):
-    """Health, consistency, metrics, agent locks and forks."""
+class ExtendedStore(HumanLoopMixin, QueryableStore):
+    """Health, consistency, metrics, agent locks and forks; suspended states and feedback."""
 
     def __init__(self, records: SqlRecords, files: RuntimeFiles, locker: AgentLocker) -> None:
         super().__init__(records, files)

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from kodestore.backend import HistoryKind, RecordBackend, RuntimeFiles
+from kodestore.backend import AgentRecords, HistoryKind, RecordBackend, RuntimeFiles
 from kodestore.errors import StoreClosed
 from kodestore.metrics import Metrics, OperationKind
 from kodestore.models import (
@@ -299,6 +299,50 @@ class Store:
     @operation("loads")
     async def list_snapshots(self, agent_id: str) -> builtins.list[Snapshot]:
         return [Snapshot.from_dict(d) for d in await self._records.list_snapshots(agent_id)]
+
+    # ---- whole agents (backup, restore, migrate) -------------------------------------------------
+
+    @property
+    def consistent_export(self) -> bool:
+        """True when ``export_agents`` reads all the agents it is given as of one moment."""
+        return self._records.consistent_export
+
+    @operation("loads")
+    async def export_agents(self, agent_ids: Sequence[str]) -> dict[str, AgentRecords]:
+        """Info, messages, tool calls and snapshots of each agent that has info, with the timestamps
+        queries use (each message's first save, the agent's last update), in the order given.
+
+        On SQL stores the whole batch is one read transaction, one moment of all of its agents: an
+        agent whose runtime keeps saving is never read half before and half after a save. The
+        file-only ``JSONStore`` reads agent by agent (``consistent_export`` is False)."""
+        if isinstance(agent_ids, (str, bytes)) or not isinstance(agent_ids, Sequence):
+            raise ValueError("agent_ids must be a list of agent ids")
+        for agent_id in agent_ids:
+            validate_agent_id(agent_id)
+        return await self._records.export_agents(agent_ids)
+
+    @operation("saves")
+    async def import_agent(self, agent_id: str, records: AgentRecords) -> None:
+        """Make the agent's database half exactly ``records`` (as ``export_agents`` returns them),
+        timestamps included, in one transaction on SQL stores; running it again changes nothing.
+
+        Restore and migrate copy agents with this, so a copy keeps each message's ``created_at``
+        and the agent's ``updated_at`` (which ``prune`` goes by). Importing is a deliberate
+        re-creation: a deletion's tombstone is cleared first. Events, todos, history and media are
+        not part of it."""
+        if not isinstance(records, AgentRecords):
+            raise ValueError(f"records must be AgentRecords, got {type(records).__name__}")
+        checked = AgentRecords(
+            self._checked_info(agent_id, records.info),
+            coerce_all(Message, records.messages, "records.messages"),
+            coerce_all(ToolCallRecord, records.tool_calls, "records.tool_calls"),
+            coerce_all(Snapshot, records.snapshots, "records.snapshots"),
+            records.message_created_at,
+            records.updated_at_ms,
+        )
+        checked.check()
+        await self._files.revive(agent_id)  # the records' tombstone goes in the import's transaction
+        await self._records.import_agent(checked, now_ms())
 
     # ---- metadata and lifecycle ------------------------------------------------------------------
 

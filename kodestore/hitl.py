@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from kodestore.db.base import Plan, Row, Stmt
-from kodestore.db.queries import Timestamp, Window, _select, _Where
+from kodestore.db.base import Plan, Row, SqlDriver, Stmt
+from kodestore.db.queries import Timestamp, Where, Window, select_page
 from kodestore.errors import AgentNotFound
 from kodestore.facade import operation
 from kodestore.jsonutil import dumps, loads
-from kodestore.models import JSONDict, _Model
+from kodestore.models import Feedback, JSONDict, SuspendedState
 from kodestore.validation import check_dict, check_limit, check_optional_str, now_ms
 
 if TYPE_CHECKING:
@@ -32,37 +30,10 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
-T = TypeVar("T")
-
 DEFAULT_STATE_TTL = timedelta(days=7)
 MIN_RATING, MAX_RATING = 1, 5
 _MS = timedelta(milliseconds=1)
-
-
-@dataclass(slots=True)
-class SuspendedState(_Model):
-    """A suspended run's state, readable until ``expires_at`` (epoch ms); ``created_at`` is when it
-    was last saved."""
-
-    agent_id: str
-    state_id: str
-    payload: JSONDict
-    created_at: int
-    expires_at: int
-
-
-@dataclass(slots=True)
-class Feedback(_Model):
-    """One rating (1..5) of an agent's work; ``message_seq`` points at the rated message."""
-
-    id: str
-    agent_id: str
-    rating: int
-    created_at: int  # epoch ms
-    comment: str | None = None
-    message_seq: int | None = None
-    correction: str | JSONDict | None = None
-    metadata: JSONDict | None = None
+_MAX_INT = 2**63 - 1  # what both databases store in a BIGINT
 
 
 # ---- argument checks -----------------------------------------------------------------------------
@@ -98,6 +69,11 @@ def _single(stmt: Stmt) -> Plan[Any]:
     return (yield stmt)
 
 
+async def _fetch(driver: SqlDriver, stmt: Stmt, *, write: bool = False) -> Any:
+    """What one statement fetched, in its own transaction."""
+    return await driver.run(partial(_single, stmt), write=write)
+
+
 def _agent_write_plan(agent_id: str, what: str, stmt: Stmt, *, touch_ms: int | None, lock: str) -> Plan[None]:
     """``stmt`` once the agent's row is held until commit (so the agent cannot be deleted under the
     insert), or ``AgentNotFound``; ``touch_ms`` also marks the agent as updated, so retention keeps
@@ -127,7 +103,7 @@ _INSERT_FEEDBACK = (
     " created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _FEEDBACK_COLUMNS = "feedback_id, agent_id, rating, comment, message_seq, correction, metadata, created_at_ms"
-FEEDBACK_ORDER = ("created_at_ms", "feedback_id")
+_FEEDBACK_ORDER = ("created_at_ms", "feedback_id")
 
 
 def _state_from_row(row: Row) -> SuspendedState:
@@ -152,13 +128,6 @@ def _feedback_from_row(row: Row) -> Feedback:
 class HumanLoopMixin(_Base):
     """Suspended states and feedback for ``ExtendedStore`` (any store whose ``_records`` is SQL)."""
 
-    async def _run(self, plan: Callable[[], Plan[T]], *, write: bool) -> T:
-        return await self._records.driver.run(plan, write=write)
-
-    async def _fetch(self, stmt: Stmt, *, write: bool = False) -> Any:
-        """What one statement fetched, in its own transaction."""
-        return await self._run(partial(_single, stmt), write=write)
-
     # ---- suspended states ------------------------------------------------------------------------
 
     @operation("saves")
@@ -177,7 +146,7 @@ class HumanLoopMixin(_Base):
         now = now_ms()
         stmt = Stmt(_UPSERT_STATE, (agent_id, state_id, body, now, now + ttl_ms))
         plan = partial(_agent_write_plan, agent_id, "a suspended state", stmt, touch_ms=now, lock="")
-        await self._run(plan, write=True)
+        await self._records.driver.run(plan, write=True)
         return SuspendedState(agent_id, state_id, loads(body), now, now + ttl_ms)
 
     @operation("loads")
@@ -189,7 +158,7 @@ class HumanLoopMixin(_Base):
             (agent_id, _check_state_id(state_id), now_ms()),
             "one",
         )
-        row = await self._fetch(stmt)
+        row = await _fetch(self._records.driver, stmt)
         return None if row is None else _state_from_row(row)
 
     @operation("loads")
@@ -201,7 +170,7 @@ class HumanLoopMixin(_Base):
             (now_ms(), *params),
             "all",
         )
-        return [_state_from_row(row) for row in await self._fetch(stmt)]
+        return [_state_from_row(row) for row in await _fetch(self._records.driver, stmt)]
 
     @operation("deletes")
     async def delete_suspended_state(self, agent_id: str, state_id: str) -> bool:
@@ -212,14 +181,14 @@ class HumanLoopMixin(_Base):
             "one",
         )
         now = now_ms()
-        row = await self._fetch(stmt, write=True)
+        row = await _fetch(self._records.driver, stmt, write=True)
         return row is not None and int(row[0]) > now
 
     @operation("deletes")
     async def cleanup_expired_states(self) -> int:
         """Delete every expired state; returns how many. Reads already ignore them."""
         stmt = Stmt("DELETE FROM suspended_states WHERE expires_at_ms <= ? RETURNING 1", (now_ms(),), "all")
-        return len(await self._fetch(stmt, write=True))
+        return len(await _fetch(self._records.driver, stmt, write=True))
 
     # ---- feedback --------------------------------------------------------------------------------
 
@@ -239,8 +208,8 @@ class HumanLoopMixin(_Base):
         JSON object. The agent must have info (``AgentNotFound`` otherwise)."""
         _rating(rating, "rating")
         check_optional_str(comment, "comment")
-        if message_seq is not None:
-            check_limit(message_seq, "message_seq")
+        if message_seq is not None and check_limit(message_seq, "message_seq") > _MAX_INT:
+            raise ValueError(f"message_seq is out of range: {message_seq}")
         if correction is not None and not isinstance(correction, (str, dict)):
             raise ValueError(f"correction must be a string or a dict, got {type(correction).__name__}")
         check_dict(metadata, "metadata")
@@ -259,7 +228,7 @@ class HumanLoopMixin(_Base):
         plan = partial(
             _agent_write_plan, agent_id, "feedback", Stmt(_INSERT_FEEDBACK, params), touch_ms=None, lock=lock
         )
-        await self._run(plan, write=True)
+        await self._records.driver.run(plan, write=True)
         return feedback_id
 
     @operation("queries")
@@ -278,9 +247,11 @@ class HumanLoopMixin(_Base):
         ``min_rating`` and ``max_rating`` inclusive, ``created_after`` inclusive, ``created_before``
         exclusive (a ``datetime`` or epoch ms)."""
         window = Window.build(created_after, created_before, limit, offset)
-        where = _Where()
+        where = Where()
         where.add_if(agent_id, "agent_id = ?")
         where.add_if(None if min_rating is None else _rating(min_rating, "min_rating"), "rating >= ?")
         where.add_if(None if max_rating is None else _rating(max_rating, "max_rating"), "rating <= ?")
-        stmt = _select(_FEEDBACK_COLUMNS, "feedback", where, "created_at_ms", FEEDBACK_ORDER, "DESC", window)
-        return [_feedback_from_row(row) for row in await self._fetch(stmt)]
+        stmt = select_page(
+            _FEEDBACK_COLUMNS, "feedback", where, "created_at_ms", _FEEDBACK_ORDER, "DESC", window
+        )
+        return [_feedback_from_row(row) for row in await _fetch(self._records.driver, stmt)]

@@ -290,6 +290,35 @@ class AgentStats(_Model):
     mean_rating: float | None = None
 
 
+# ---- human in the loop ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SuspendedState(_Model):
+    """A suspended run's state, readable until ``expires_at`` (epoch ms); ``created_at`` is when it
+    was last saved."""
+
+    agent_id: str
+    state_id: str
+    payload: JSONDict
+    created_at: int
+    expires_at: int
+
+
+@dataclass(slots=True)
+class Feedback(_Model):
+    """One rating (1..5) of an agent's work; ``message_seq`` points at the rated message."""
+
+    id: str
+    agent_id: str
+    rating: int
+    created_at: int  # epoch ms
+    comment: str | None = None
+    message_seq: int | None = None
+    correction: str | JSONDict | None = None
+    metadata: JSONDict | None = None
+
+
 # ---- ExtendedStore results -----------------------------------------------------------------------
 
 

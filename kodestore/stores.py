@@ -33,7 +33,7 @@ class SqliteStore(ExtendedStore):
         self.db_path = Path(db_path)
         self.file_store_base_dir = Path(file_store_base_dir)
         super().__init__(
-            SqlRecords(SqliteDriver(self.db_path)),
+            SqlRecords(SqliteDriver(self.db_path, durability)),
             DiskFiles(self.file_store_base_dir, durability),
             FileAgentLocker(self.db_path.parent / f"{self.db_path.name}.locks"),
         )

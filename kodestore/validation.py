@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kodestore.errors import InvalidAgentId
@@ -30,6 +30,9 @@ def validate_agent_id(agent_id: object) -> str:
     return agent_id
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def now_ms() -> int:
     return int(datetime.now(UTC).timestamp() * 1000)
 
@@ -40,7 +43,7 @@ def to_epoch_ms(value: object, name: str) -> int | None:
         return None
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return int(aware.timestamp() * 1000)
+        return (aware - _EPOCH) // timedelta(milliseconds=1)  # exact: no float rounding
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     raise ValueError(f"{name} must be a datetime or epoch milliseconds, got {type(value).__name__}")

@@ -70,3 +70,11 @@ def test_bad_input_is_one_line_and_exit_2(where: list[str], capsys: pytest.Captu
     code, _ = run(["sessions", "--limit", "-3", *where])
     err = capsys.readouterr().err
     assert code == 2 and "limit" in err and err.count("\n") == 1
+
+
+def test_unparseable_arguments_are_one_line_too(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sessions", "--limit", "many"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and "--limit" in err and "usage" not in err

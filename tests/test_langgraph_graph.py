@@ -8,6 +8,7 @@ branches apart; a DeltaChannel still rebuilds its value after ``prune``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import operator
 from typing import Annotated, Any, TypedDict
 
@@ -60,7 +61,9 @@ async def test_interrupt_resume_and_history(store: Any) -> None:
     cfg = config("refund-42")
 
     paused = await graph.ainvoke({"request": "refund order 42", "log": []}, cfg)
-    assert [i.value for i in paused["__interrupt__"]] == [{"question": "approve?", "request": "refund order 42"}]
+    assert [i.value for i in paused["__interrupt__"]] == [
+        {"question": "approve?", "request": "refund order 42"}
+    ]
     waiting = await graph.aget_state(cfg)
     assert waiting.next == ("approve",)
     assert waiting.values["log"] == ["drafted refund order 42"]
@@ -73,8 +76,11 @@ async def test_interrupt_resume_and_history(store: Any) -> None:
     history = [snapshot async for snapshot in graph.aget_state_history(cfg)]
     assert [s.next for s in history] == [(), ("act",), ("approve",), ("draft",), ("__start__",)]
     assert [s.metadata["step"] for s in history] == [3, 2, 1, 0, -1]
-    for newer, older in zip(history, history[1:], strict=False):  # each one's parent is the next
-        assert newer.parent_config["configurable"]["checkpoint_id"] == older.config["configurable"]["checkpoint_id"]
+    for newer, older in itertools.pairwise(history):  # each one's parent is the next
+        assert (
+            newer.parent_config["configurable"]["checkpoint_id"]
+            == older.config["configurable"]["checkpoint_id"]
+        )
     assert history[0].values == done
 
     sync_history = await asyncio.to_thread(lambda: list(graph.get_state_history(cfg)))
@@ -113,6 +119,37 @@ async def test_forks_from_one_checkpoint_keep_their_own_values(store: Any) -> No
     assert sorted(s.values["decision"] for s in heads) == ["no", "yes"]
     for head in heads:
         assert head.values == ends[head.values["decision"]]
+
+
+class Fan(TypedDict, total=False):
+    seen: Annotated[list[str], operator.add]
+
+
+def fan_graph(saver: KodeCheckpointSaver) -> Any:
+    """``start`` fans out to three branches that write concurrently, then ``join`` runs."""
+    builder = StateGraph(Fan)
+    builder.add_node("start", lambda state: {"seen": ["start"]})
+    for branch in ("b1", "b2", "b3"):
+        builder.add_node(branch, lambda state, name=branch: {"seen": [name]})
+        builder.add_edge("start", branch)
+    builder.add_node("join", lambda state: {"seen": ["join"]})
+    builder.add_edge(["b1", "b2", "b3"], "join")
+    builder.add_edge(START, "start")
+    builder.add_edge("join", END)
+    return builder.compile(checkpointer=saver)
+
+
+async def test_parallel_branches_and_concurrent_threads(store: Any) -> None:
+    graph = fan_graph(KodeCheckpointSaver(store))
+    threads = [f"fan-{i}" for i in range(8)]
+    results = await asyncio.gather(*(graph.ainvoke({"seen": []}, config(t)) for t in threads))
+    for result in results:
+        assert result["seen"][0] == "start" and result["seen"][-1] == "join"
+        assert sorted(result["seen"][1:4]) == ["b1", "b2", "b3"]
+    for thread in threads:
+        assert (await graph.aget_state(config(thread))).values == results[0]
+    sessions = await store.query_sessions(template_id="langgraph", limit=100)
+    assert sorted(s.agent_id for s in sessions) == sorted(threads)
 
 
 # ---- DeltaChannel ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,8 +15,12 @@ from test_ops_data import PAIRS, Stores, dump_agent, dump_store, fill_agent
 
 from kodestore import KodeStoreError, create_store, ops
 from kodestore.demo import SimulatedAgent, new_agent, run_turn
+from kodestore.models import Message
 from kodestore.ops.backup import AGENTS_FILE, EVENTS_FILE, MANIFEST_FILE
+from kodestore.ops.migrate import AgentState
 from kodestore.ops.restore import BackupInvalid
+
+migrate_module = importlib.import_module("kodestore.ops.migrate")  # ``ops.migrate`` is the function
 
 
 @pytest.fixture
@@ -61,8 +66,10 @@ async def test_restore_by_factory_options(stores: Stores, tmp_path: Path) -> Non
 async def test_busy_backup_restores_a_consistent_store(
     stores: Stores,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     backend: str,
 ) -> None:
+    monkeypatch.setattr(migrate_module, "BATCH", 3)  # snapshots at several moments of the writers
     source = await stores.new(backend, "source")
     rng = random.Random(5)
     settled = [f"settled-{i:02d}" for i in range(12)]
@@ -82,7 +89,7 @@ async def test_busy_backup_restores_a_consistent_store(
             await run_turn(source, agent, turn, rng)
             turn += 1
             turns += 1
-            await asyncio.sleep(rng.uniform(0.02, 0.06))  # the model thinking (in life: seconds)
+            await asyncio.sleep(rng.uniform(0.005, 0.02))  # the model thinking (in life: seconds)
 
     tasks = [asyncio.create_task(runtime(agent)) for agent in busy]
     await asyncio.sleep(0.05)
@@ -221,7 +228,7 @@ async def test_backup_refuses_a_non_empty_destination_and_leaves_no_partial(
     async def broken(*args: Any) -> None:
         raise KodeStoreError("database went away")
 
-    monkeypatch.setattr(source, "load_messages", broken)
+    monkeypatch.setattr(source, "export_agents", broken)
     with pytest.raises(KodeStoreError, match="went away"):
         await ops.backup(source, tmp_path / "failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "full"]
@@ -238,44 +245,60 @@ async def test_backup_and_restore_report_progress(stores: Stores, tmp_path: Path
     assert seen == [(1, 3), (2, 3), (3, 3)] * 2
 
 
-async def _hammer(store: Any, agent: SimulatedAgent, stop: asyncio.Event, locked: bool) -> None:
-    """Turns back to back with no pause: every read of this agent races a write."""
-    rng = random.Random(1)
-    turn = 0
+async def _hammer(store: Any, agent: SimulatedAgent, stop: asyncio.Event, turns: list[int]) -> None:
+    """Turns back to back, no pause and no agent lock: every read of this agent races a write."""
+    rng = random.Random(agent.info.agent_id)
     while not stop.is_set():
-        if locked:
-            async with store.agent_lock(agent.info.agent_id):
-                await run_turn(store, agent, turn, rng)
-        else:
-            await run_turn(store, agent, turn, rng)
-        turn += 1
+        await run_turn(store, agent, len(turns), rng)
+        turns.append(1)
         await asyncio.sleep(0)
 
 
-@pytest.mark.parametrize("locked", [True, False])
-async def test_a_hammered_agent_is_read_under_its_lock_or_refused(
-    stores: Stores, tmp_path: Path, locked: bool
+def _tool_use_ids(messages: list[Message]) -> list[str]:
+    return [block["id"] for m in messages for block in m.content if block.get("type") == "tool_use"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_backup_racing_unlocked_writers_is_consistent(
+    stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
-    source = await stores.new("sqlite", "source")
-    agent = new_agent("hot", "coder", "u")
-    await source.save_info("hot", agent.info)
+    """Each batch of agents is one snapshot: no agent is read half before and half after a save."""
+    monkeypatch.setattr(migrate_module, "BATCH", 4)  # several batches, each racing the writers
+    source = await stores.new(backend, "source")
+    for i in range(6):
+        await fill_agent(source, f"settled-{i}", messages=4, events=4)
+    hot = [new_agent(f"hot-{i}", "coder", "u") for i in range(5)]
+    for agent in hot:
+        await source.save_info(agent.info.agent_id, agent.info)
     stop = asyncio.Event()
-    task = asyncio.create_task(_hammer(source, agent, stop, locked))
+    turns: list[list[int]] = [[] for _ in hot]
+    writers = [
+        asyncio.create_task(_hammer(source, a, stop, done)) for a, done in zip(hot, turns, strict=True)
+    ]
     await asyncio.sleep(0.05)
+    before = sum(map(len, turns))
     try:
-        if locked:  # the runtime's lock gives the backup a quiet moment between two turns
-            await ops.backup(source, tmp_path / "backup")
-        else:  # a writer that ignores the lock: refuse rather than save a torn agent
-            with pytest.raises(KodeStoreError, match="'hot' changed during every read"):
-                await ops.backup(source, tmp_path / "backup")
+        manifest = await ops.backup(source, tmp_path / "backup")
     finally:
+        during = sum(map(len, turns)) - before
         stop.set()
-        await task
-    if locked:
-        target = await stores.new("sqlite", "target")
-        await ops.restore_into(tmp_path / "backup", target)
-        restored = await dump_agent(target, "hot")
-        assert restored["info"]["messageCount"] == len(restored["messages"]) == 2 * len(restored["toolCalls"])
-        assert restored["info"]["lastBookmark"]["seq"] <= len(restored["events"])  # log cut after
-    else:
-        assert not (tmp_path / "backup").exists()
+        await asyncio.gather(*writers)
+    assert manifest["consistency"] == "batch" and manifest["agents"] == 11
+    assert during >= len(hot)  # the writers kept saving while the backup read
+    with open(tmp_path / "backup" / AGENTS_FILE, "rb") as lines:
+        backed_up = [(AgentState.from_json(data), data["eventCount"]) for data in map(orjson.loads, lines)]
+    assert len(backed_up) == 11
+    for state, events in backed_up:
+        messages, calls = state.messages, state.tool_calls
+        assert state.info.message_count == len(messages), state.agent_id
+        bookmark = state.info.last_bookmark
+        assert bookmark is None or bookmark.seq <= events  # the log is read after the snapshot
+        if state.agent_id.startswith("hot-"):
+            # a turn saves its messages, then its tool call: a snapshot sees all of a turn's
+            # messages and either none or all of its call, never a call ahead of the history
+            assert len(messages) % 2 == 0
+            assert len(calls) in (len(messages) // 2, len(messages) // 2 - 1)
+            assert [call.id for call in calls] == _tool_use_ids(messages)[: len(calls)]
+    target = await stores.new("sqlite", "target")
+    await ops.restore_into(tmp_path / "backup", target)
+    assert (await target.check_consistency()).consistent

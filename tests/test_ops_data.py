@@ -1,7 +1,8 @@
 """Data builders and store dumps shared by the ops tests, and the tests of the agent record itself.
 
 ``fill_agent`` writes every kind of data an agent has (awkward text included); ``dump_store`` reads
-everything back as plain JSON, events included, so two stores compare with ``==``.
+everything back as plain JSON, events and database timestamps included, so two stores compare with
+``==`` (``timestamps=False`` leaves the timestamps out, for a ``JSONStore``, which keeps none).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from conftest import drop_test_schema, make_store
 from kodestore import Bookmark, Timeline
 from kodestore.facade import Store
 from kodestore.models import CompressionRecord, HistoryWindow, MediaCacheRecord, RecoveredFile, TodoSnapshot
-from kodestore.ops.migrate import AgentState, read_agent
+from kodestore.ops.migrate import AgentState, read_agents
 from kodestore.testing import sample_info, sample_message, sample_snapshot, sample_tool_call
 
 AWKWARD = 'nul \x00 newline \n emoji 😀 \u2028 中 quote " backslash \\'
@@ -50,14 +51,24 @@ async def fill_agent(
     await store.save_info(agent_id, info)
 
 
-async def dump_agent(store: Store, agent_id: str) -> dict[str, Any]:
+async def read_agent(store: Store, agent_id: str) -> AgentState | None:
+    [(_, state)] = [item async for item in read_agents(store, [agent_id])]
+    return state
+
+
+async def dump_agent(store: Store, agent_id: str, *, timestamps: bool = True) -> dict[str, Any]:
     state = await read_agent(store, agent_id)
     assert state is not None, agent_id
-    return {**state.to_json(), "events": [t.to_dict() async for t in store.read_events(agent_id)]}
+    dumped = {**state.to_json(), "events": [t.to_dict() async for t in store.read_events(agent_id)]}
+    if not timestamps:
+        del dumped["messageCreatedAtMs"], dumped["updatedAtMs"]
+    return dumped
 
 
-async def dump_store(store: Store) -> dict[str, dict[str, Any]]:
-    return {agent_id: await dump_agent(store, agent_id) for agent_id in await store.list()}
+async def dump_store(store: Store, *, timestamps: bool = True) -> dict[str, dict[str, Any]]:
+    return {
+        agent_id: await dump_agent(store, agent_id, timestamps=timestamps) for agent_id in await store.list()
+    }
 
 
 class Stores:
@@ -108,3 +119,23 @@ def test_agent_state_rejects_a_mismatched_id() -> None:
 async def test_read_agent_of_unknown_agent_is_none(stores: Stores) -> None:
     store = await stores.new("memory", "m")
     assert await read_agent(store, "nobody") is None
+
+
+async def test_read_agents_keeps_the_order_and_marks_missing_agents(stores: Stores) -> None:
+    store = await stores.new("memory", "m")
+    for agent_id in ("b", "a", "c"):
+        await fill_agent(store, agent_id, events=0)
+    found = [
+        (agent_id, state and state.agent_id) async for agent_id, state in read_agents(store, ["c", "x", "a"])
+    ]
+    assert found == [("c", "c"), ("x", None), ("a", "a")]
+
+
+def test_agent_state_rejects_timestamps_that_do_not_fit() -> None:
+    data = AgentState(sample_info("a1"), [sample_message(0)]).to_json()
+    data["messageCreatedAtMs"] = [1, 2]
+    with pytest.raises(ValueError, match="2 times for 1 messages"):
+        AgentState.from_json(data)
+    data["messageCreatedAtMs"], data["updatedAtMs"] = [1], "yesterday"
+    with pytest.raises(ValueError, match="updated_at_ms"):
+        AgentState.from_json(data)

@@ -42,6 +42,9 @@ class Dialect(ABC):
     name: str
     #: appended to a SELECT that must lock the rows it reads until commit
     for_update: str
+    #: first statement of a read transaction whose queries must all see one snapshot; "" where every
+    #: transaction already does (SQLite reads one WAL snapshot from its first read to COMMIT)
+    snapshot_read: str = ""
 
     @abstractmethod
     def content_has_type(self, column: str) -> str:

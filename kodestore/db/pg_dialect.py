@@ -22,6 +22,8 @@ class PostgresDialect(Dialect):
 
     name = "postgres"
     for_update = " FOR UPDATE"
+    # READ COMMITTED takes a new snapshot per statement; an export's four queries need one
+    snapshot_read = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
     def __init__(self, schema: str) -> None:
         self.schema = schema

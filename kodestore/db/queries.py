@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
@@ -50,7 +50,7 @@ class SessionFilters(TypedDict, total=False):
     agent_id: str | None
     template_id: str | None
     user_id: str | None
-    metadata: Mapping[str, Any] | None
+    metadata: dict[str, Any] | None
     created_after: Timestamp | None
     created_before: Timestamp | None
     limit: int
@@ -248,7 +248,7 @@ class Window:
         return self if key is None else replace(self, after=tuple(key))
 
 
-class _Where:
+class Where:
     """Accumulates ``AND``-ed conditions and their parameters in order."""
 
     def __init__(self) -> None:
@@ -267,10 +267,10 @@ class _Where:
         return f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
 
 
-def _select(
+def select_page(
     columns: str,
     table: str,
-    where: _Where,
+    where: Where,
     created: str,
     order: Sequence[str],
     direction: str,
@@ -339,7 +339,7 @@ class SessionQuery:
 
 
 def sessions_stmt(dialect: Dialect, q: SessionQuery) -> Stmt:
-    where = _Where()
+    where = Where()
     where.add_if(q.agent_id, "agent_id = ?")
     where.add_if(q.template_id, "template_id = ?")
     if q.user_id is not None:
@@ -353,7 +353,7 @@ def sessions_stmt(dialect: Dialect, q: SessionQuery) -> Stmt:
         where.add(dialect.json_contains("metadata"), dumps(q.metadata, "metadata").decode())
     order = (SORT_COLUMNS[q.sort_by], "agent_id")
     columns = "agent_id, info, message_count, updated_at_ms"
-    return _select(columns, "agents", where, "created_at_ms", order, SORT_ORDERS[q.sort_order], q.window)
+    return select_page(columns, "agents", where, "created_at_ms", order, SORT_ORDERS[q.sort_order], q.window)
 
 
 def session_from_row(row: Row) -> SessionInfo:
@@ -404,12 +404,12 @@ class MessageQuery:
 
 
 def messages_stmt(dialect: Dialect, q: MessageQuery) -> Stmt:
-    where = _Where()
+    where = Where()
     where.add_if(q.agent_id, "agent_id = ?")
     where.add_if(q.role, "role = ?")
     where.add_if(q.content_type, dialect.content_has_type("content"))
     columns = "agent_id, seq, role, content, metadata, created_at"
-    return _select(columns, "messages", where, "created_at", MESSAGE_ORDER, "DESC", q.window)
+    return select_page(columns, "messages", where, "created_at", MESSAGE_ORDER, "DESC", q.window)
 
 
 def message_from_row(row: Row) -> MessageRecord:
@@ -463,13 +463,15 @@ class ToolCallQuery:
 
 
 def tool_calls_stmt(dialect: Dialect, q: ToolCallQuery) -> Stmt:
-    where = _Where()
+    where = Where()
     where.add_if(q.agent_id, "agent_id = ?")
     where.add_if(q.tool_name, "name = ?")
     where.add_if(q.state, "state = ?")
     where.add_if(q.is_error, "is_error = ?")
     where.add_if(q.has_approval, "approval_required = ?")
-    return _select("agent_id, record", "tool_calls", where, "created_at", TOOL_CALL_ORDER, "DESC", q.window)
+    return select_page(
+        "agent_id, record", "tool_calls", where, "created_at", TOOL_CALL_ORDER, "DESC", q.window
+    )
 
 
 def tool_call_from_row(row: Row) -> ToolCallRecord:
@@ -493,14 +495,16 @@ def stats_stmt(dialect: Dialect, agent_id: str | None) -> Stmt:
         f" (SELECT {count_by('name', 'n')} FROM"
         f" (SELECT name, COUNT(*) AS n FROM tool_calls{filter_sql} GROUP BY name) AS by_name),"
         f" (SELECT {count_by('state', 'n')} FROM"
-        f" (SELECT state, COUNT(*) AS n FROM tool_calls{filter_sql} GROUP BY state) AS by_state)"
+        f" (SELECT state, COUNT(*) AS n FROM tool_calls{filter_sql} GROUP BY state) AS by_state),"
+        f" (SELECT COUNT(*) FROM feedback{filter_sql}),"
+        f" (SELECT AVG(rating) FROM feedback{filter_sql})"
     )
-    params = () if agent_id is None else (agent_id,) * 6
+    params = () if agent_id is None else (agent_id,) * 8
     return Stmt(sql, params, "one")
 
 
 def stats_from_row(row: Row) -> AgentStats:
-    sessions, messages, tool_calls, snapshots, by_name, by_state = row
+    sessions, messages, tool_calls, snapshots, by_name, by_state, feedback, mean_rating = row
     return AgentStats(
         total_messages=int(messages),
         total_tool_calls=int(tool_calls),
@@ -510,6 +514,8 @@ def stats_from_row(row: Row) -> AgentStats:
         tool_calls_by_name=_counts(by_name),
         tool_calls_by_state=_counts(by_state),
         total_sessions=int(sessions),
+        feedback_count=int(feedback),
+        mean_rating=None if mean_rating is None else float(mean_rating),  # Postgres: a Decimal
     )
 
 

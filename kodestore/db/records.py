@@ -9,12 +9,12 @@ between, the token differs and the writer reloads the stored hashes first.
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from kodestore.backend import RecordBackend
+from kodestore.backend import AgentRecords, RecordBackend
 from kodestore.db.base import Plan, SqlDriver, Stmt
 from kodestore.db.queries import (
     MessageQuery,
@@ -93,6 +93,27 @@ def _new_version() -> int:
     return secrets.randbits(62) + 1
 
 
+def _message_params(agent_id: str, row: MessageRow, created_at: int) -> tuple[Any, ...]:
+    """The parameters of ``_UPSERT_MESSAGE``."""
+    return (agent_id, row.seq, row.role, row.content, row.metadata, row.extra, row.hash, created_at)
+
+
+def _tool_call_params(agent_id: str, row: ToolCallRow) -> tuple[Any, ...]:
+    """The parameters of ``_UPSERT_TOOL_CALL``."""
+    return (
+        agent_id,
+        row.id,
+        row.position,
+        row.name,
+        row.state,
+        row.is_error,
+        row.approval_required,
+        row.created_at,
+        row.record,
+        row.hash,
+    )
+
+
 _UPSERT_INFO = (
     "INSERT INTO agents (agent_id, template_id, created_at_ms, updated_at_ms, message_count, metadata,"
     " lineage, info) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -127,6 +148,28 @@ _UPSERT_SNAPSHOT = (
     "INSERT INTO snapshots (agent_id, snapshot_id, body) VALUES (?, ?, ?)"
     " ON CONFLICT (agent_id, snapshot_id) DO UPDATE SET body = excluded.body"
 )
+_IMPORT_INFO = (
+    "INSERT INTO agents (agent_id, template_id, created_at_ms, updated_at_ms, message_count,"
+    " messages_version, tool_calls_version, metadata, lineage, info) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (agent_id) DO UPDATE SET template_id = excluded.template_id,"
+    " created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms,"
+    " message_count = excluded.message_count, messages_version = excluded.messages_version,"
+    " tool_calls_version = excluded.tool_calls_version, metadata = excluded.metadata,"
+    " lineage = excluded.lineage, info = excluded.info"
+)
+_EXPORT_CHUNK = 500  # ids per IN list: below SQLite's oldest limit of 999 parameters
+
+
+@dataclass(frozen=True, slots=True)
+class _ImportRows:
+    """One agent's records as rows, computed before the transaction starts."""
+
+    info: InfoRow
+    messages: list[MessageRow]
+    message_created_at: list[int] | None
+    tool_calls: list[ToolCallRow]
+    snapshots: list[tuple[str, str]]  # (snapshot id, body)
+    updated_at_ms: int | None
 
 
 def save_info_plan(row: InfoRow, now_ms: int) -> Plan[None]:
@@ -220,9 +263,7 @@ class SqlRecords(RecordBackend):
                 created_by_hash = {h: created for h, created in stored.values()}
             created = created_by_hash.get(row.hash, now_ms)
             new_rows[row.seq] = (row.hash, created)
-            upserts.append(
-                (agent_id, row.seq, row.role, row.content, row.metadata, row.extra, row.hash, created)
-            )
+            upserts.append(_message_params(agent_id, row, created))
         if upserts:
             yield Stmt(_UPSERT_MESSAGE, upserts, many=True)
         if len(stored) > len(rows):
@@ -268,20 +309,7 @@ class SqlRecords(RecordBackend):
             new_rows[row.id] = (row.hash, 0)
             old = stored.get(row.id)
             if old is None or old[0] != row.hash:
-                upserts.append(
-                    (
-                        agent_id,
-                        row.id,
-                        row.position,
-                        row.name,
-                        row.state,
-                        row.is_error,
-                        row.approval_required,
-                        row.created_at,
-                        row.record,
-                        row.hash,
-                    )
-                )
+                upserts.append(_tool_call_params(agent_id, row))
         removed = [(agent_id, key) for key in stored if key not in new_rows]
         if removed:
             yield Stmt("DELETE FROM tool_calls WHERE agent_id = ? AND id = ?", removed, many=True)
@@ -376,6 +404,130 @@ class SqlRecords(RecordBackend):
             )
 
         return [loads(row[0]) for row in await self.driver.run(plan, write=False)]
+
+    # ---- export and import of whole agents -------------------------------------------------------
+
+    consistent_export = True
+
+    def export_plan(self, agent_ids: Sequence[str]) -> Plan[list[list[Any]]]:
+        """Agents, messages, tool calls and snapshots of ``agent_ids``: four queries per chunk of ids,
+        all in the plan's one transaction, so every row comes from the same snapshot."""
+        snapshot_read = self.driver.dialect.snapshot_read
+        if snapshot_read:
+            yield Stmt(snapshot_read)
+        found: list[list[Any]] = [[], [], [], []]
+        for start in range(0, len(agent_ids), _EXPORT_CHUNK):
+            chunk = agent_ids[start : start + _EXPORT_CHUNK]
+            among = f"agent_id IN ({', '.join('?' * len(chunk))})"
+            for rows, sql in zip(
+                found,
+                (
+                    f"SELECT agent_id, info, message_count, updated_at_ms FROM agents WHERE {among}",
+                    "SELECT agent_id, role, content, metadata, extra, created_at FROM messages"
+                    f" WHERE {among} ORDER BY agent_id, seq",
+                    f"SELECT agent_id, record FROM tool_calls WHERE {among} ORDER BY agent_id, position",
+                    f"SELECT agent_id, body FROM snapshots WHERE {among} ORDER BY row_id",
+                ),
+                strict=True,
+            ):
+                rows.extend((yield Stmt(sql, chunk, "all")))
+        return found
+
+    async def export_agents(self, agent_ids: Sequence[str]) -> dict[str, AgentRecords]:
+        """The whole batch in one read transaction (REPEATABLE READ on Postgres): an agent whose
+        runtime saves meanwhile is read either before or after that save, never half of each."""
+        ids = list(dict.fromkeys(agent_ids))
+        if not ids:
+            return {}
+        infos, messages, tool_calls, snapshots = await self.driver.run(
+            lambda: self.export_plan(ids), write=False
+        )
+        history: defaultdict[str, list[Message]] = defaultdict(list)
+        created: defaultdict[str, list[int]] = defaultdict(list)
+        for agent_id, role, content, metadata, extra, created_at in messages:
+            history[agent_id].append(Message.from_dict(message_from_columns(role, content, metadata, extra)))
+            created[agent_id].append(int(created_at))
+        calls: defaultdict[str, list[ToolCallRecord]] = defaultdict(list)
+        for agent_id, record in tool_calls:
+            calls[agent_id].append(ToolCallRecord.from_dict(loads(record)))
+        saved: defaultdict[str, list[Snapshot]] = defaultdict(list)
+        for agent_id, body in snapshots:
+            saved[agent_id].append(Snapshot.from_dict(loads(body)))
+        found: dict[str, AgentRecords] = {}
+        for agent_id, info_text, message_count, updated_at_ms in infos:
+            info: JSONDict = loads(info_text)
+            info["messageCount"] = int(message_count)
+            found[agent_id] = AgentRecords(
+                AgentInfo.from_dict(info),
+                history[agent_id],
+                calls[agent_id],
+                saved[agent_id],
+                created[agent_id],
+                int(updated_at_ms),
+            )
+        return {agent_id: found[agent_id] for agent_id in ids if agent_id in found}
+
+    def import_plan(self, rows: _ImportRows, now_ms: int) -> Plan[None]:
+        """Replace the agent's rows with ``rows``: its agents row is updated in place (what hangs off
+        it elsewhere, feedback or checkpoints, stays), its messages, tool calls and snapshots are
+        deleted and inserted, its tombstone removed. Both version tokens change, so every writer's
+        cache of this agent's hashes goes stale."""
+        agent_id = rows.info.agent_id
+        created = rows.message_created_at
+        if created is None:  # no first-save times given: a message already stored keeps its own
+            found = yield Stmt("SELECT hash, created_at FROM messages WHERE agent_id = ?", (agent_id,), "all")
+            first_saved = {bytes(h): int(ms) for h, ms in found}
+            created = [first_saved.get(row.hash, now_ms) for row in rows.messages]
+        info = rows.info
+        messages_version, tool_calls_version = _new_version(), _new_version()
+        yield Stmt(
+            _IMPORT_INFO,
+            (
+                agent_id,
+                info.template_id,
+                info.created_at_ms,
+                now_ms if rows.updated_at_ms is None else rows.updated_at_ms,
+                info.message_count,
+                messages_version,
+                tool_calls_version,
+                info.metadata,
+                info.lineage,
+                info.info,
+            ),
+        )
+        for table in ("messages", "tool_calls", "snapshots", "deleted_agents"):
+            yield Stmt(f"DELETE FROM {table} WHERE agent_id = ?", (agent_id,))
+        if rows.messages:
+            params = [_message_params(agent_id, m, ms) for m, ms in zip(rows.messages, created, strict=True)]
+            yield Stmt(_UPSERT_MESSAGE, params, many=True)
+        if rows.tool_calls:
+            yield Stmt(
+                _UPSERT_TOOL_CALL, [_tool_call_params(agent_id, t) for t in rows.tool_calls], many=True
+            )
+        if rows.snapshots:
+            yield Stmt(_UPSERT_SNAPSHOT, [(agent_id, *snapshot) for snapshot in rows.snapshots], many=True)
+        self._messages.put(
+            agent_id,
+            messages_version,
+            {m.seq: (m.hash, ms) for m, ms in zip(rows.messages, created, strict=True)},
+        )
+        self._tool_calls.put(agent_id, tool_calls_version, {t.id: (t.hash, 0) for t in rows.tool_calls})
+
+    async def import_agent(self, records: AgentRecords, now_ms: int) -> None:
+        rows = _ImportRows(
+            info_row(records.info),
+            message_rows(records.messages),
+            records.message_created_at,
+            tool_call_rows(records.tool_calls),
+            [(snapshot.id, snapshot_body(snapshot)) for snapshot in records.snapshots],
+            records.updated_at_ms,
+        )
+        try:
+            await self.driver.run(lambda: self.import_plan(rows, now_ms), write=True)
+        except BaseException:
+            self._messages.forget(rows.info.agent_id)
+            self._tool_calls.forget(rows.info.agent_id)
+            raise
 
     # ---- lifecycle -------------------------------------------------------------------------------
 

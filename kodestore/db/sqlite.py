@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from kodestore.config import Durability
 from kodestore.db.base import Dialect, PlanFactory, SqlDriver, Stmt, T
 from kodestore.db.migrations import SchemaStatus, migrate_plan, status_plan
 from kodestore.errors import KodeStoreError, StorageError
@@ -80,16 +81,16 @@ class SqliteDialect(Dialect):
         return Stmt("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,), "one")
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, durability: Durability) -> sqlite3.Connection:
     try:
-        return _configure(path)
+        return _configure(path, durability)
     except sqlite3.Error as exc:
         raise _translate(exc) from exc
     except OSError as exc:
         raise StorageError(f"sqlite: cannot create {path}: {exc.strerror or exc}") from exc
 
 
-def _configure(path: str) -> sqlite3.Connection:
+def _configure(path: str, durability: Durability) -> sqlite3.Connection:
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not os.path.exists(path):  # owner-only from the first byte
@@ -98,7 +99,8 @@ def _configure(path: str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if path != ":memory:":
         conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    # NORMAL: a commit survives a killed process; FULL: also power loss (an fsync per commit)
+    conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'fsync' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
@@ -108,8 +110,9 @@ class SqliteDriver(SqlDriver):
 
     dialect = SqliteDialect()
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], durability: Durability = "os") -> None:
         self.path = str(path)
+        self.durability: Durability = durability
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
 
@@ -119,7 +122,7 @@ class SqliteDriver(SqlDriver):
     async def open(self, *, migrate: bool = True) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kodestore-sqlite")
         try:
-            self._conn = await self._call(_connect, self.path)
+            self._conn = await self._call(_connect, self.path, self.durability)
             if migrate:
                 await self.run(lambda: migrate_plan(self.dialect, now_ms()), write=True)
         except BaseException:

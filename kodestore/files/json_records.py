@@ -2,7 +2,9 @@
 
 Per agent ``info.json``, ``messages.json``, ``tool-calls.json`` and ``snapshots.json`` in the agent's
 directory (shared with ``DiskFiles``), each replaced atomically. Saves of one agent are serialised
-within the process; across processes the store's agent lock does that.
+within the process; across processes the store's agent lock does that. The files hold the SDK's shapes
+only: there is no first-save time per message and no last-update time per agent (an export has none,
+an import drops them).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from weakref import WeakValueDictionary
 
-from kodestore.backend import RecordBackend
+from kodestore.backend import AgentRecords, RecordBackend
 from kodestore.config import Durability
 from kodestore.errors import AgentDeleted, AgentNotFound
 from kodestore.files import agent_dir, agent_dirs, create_base_dir, tombstone
@@ -83,16 +85,7 @@ class JsonRecords(RecordBackend):
 
     def _save_tool_calls(self, agent_id: str, records: Sequence[ToolCallRecord]) -> None:
         self._require_info(agent_id)
-        stored: list[JSONDict] = []
-        seen: set[str] = set()
-        for position, record in enumerate(records):
-            if record.id in seen:
-                raise ValueError(f"records[{position}]: duplicate tool call id {record.id!r}")
-            seen.add(record.id)
-            data = record.to_dict()
-            data.pop("agentId", None)  # query-only attribute, never stored
-            stored.append(data)
-        self._write(agent_id, TOOL_CALLS_FILE, stored, "records")
+        self._write(agent_id, TOOL_CALLS_FILE, _stored_tool_calls(records), "records")
 
     def _save_turn(
         self,
@@ -119,6 +112,15 @@ class JsonRecords(RecordBackend):
         else:
             snapshots.append(data)
         self._write(agent_id, SNAPSHOTS_FILE, snapshots, f"snapshot[{snapshot.id!r}]")
+
+    def _import(self, records: AgentRecords) -> None:
+        """Info last: until it is written, a first import is no agent at all (``list`` skips it)."""
+        agent_id = records.info.agent_id
+        tool_calls = _stored_tool_calls(records.tool_calls)  # refuses duplicate ids before any write
+        self._write(agent_id, MESSAGES_FILE, [m.to_dict() for m in records.messages], "messages")
+        self._write(agent_id, TOOL_CALLS_FILE, tool_calls, "records")
+        self._write(agent_id, SNAPSHOTS_FILE, [s.to_dict() for s in records.snapshots], "snapshots")
+        self._write(agent_id, INFO_FILE, records.info.to_dict(), "info")
 
     def _delete(self, agent_id: str) -> None:
         directory = agent_dir(self.base_dir, agent_id)
@@ -178,6 +180,10 @@ class JsonRecords(RecordBackend):
         """Info, then messages, then tool calls: each file atomic, the turn as a whole not."""
         await self._locked(agent_id, lambda: self._save_turn(agent_id, messages, tool_calls, info))
 
+    async def import_agent(self, records: AgentRecords, now_ms: int) -> None:
+        """Each file atomic, the agent as a whole not (as ``save_turn``); the timestamps are dropped."""
+        await self._locked(records.info.agent_id, lambda: self._import(records))
+
     async def save_snapshot(self, agent_id: str, snapshot: Snapshot, now_ms: int) -> None:
         await self._locked(agent_id, lambda: self._save_snapshot(agent_id, snapshot))
 
@@ -202,3 +208,17 @@ class JsonRecords(RecordBackend):
 
     async def list_agents(self, prefix: str | None) -> list[str]:
         return await asyncio.to_thread(self._list_agents, prefix)
+
+
+def _stored_tool_calls(records: Sequence[ToolCallRecord]) -> list[JSONDict]:
+    """The records as ``tool-calls.json`` holds them; ``ValueError`` for an id seen twice."""
+    stored: list[JSONDict] = []
+    seen: set[str] = set()
+    for position, record in enumerate(records):
+        if record.id in seen:
+            raise ValueError(f"records[{position}]: duplicate tool call id {record.id!r}")
+        seen.add(record.id)
+        data = record.to_dict()
+        data.pop("agentId", None)  # query-only attribute, never stored
+        stored.append(data)
+    return stored

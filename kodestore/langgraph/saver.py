@@ -71,6 +71,13 @@ def _thread_id(value: object) -> str:
     return validate_agent_id(value if isinstance(value, str) else str(value))
 
 
+def _ids(values: Sequence[str], name: str) -> builtins.list[str]:
+    """A list of ids; a lone string is refused, not taken for the list of its characters."""
+    if isinstance(values, str):
+        raise ValueError(f"{name} must be a sequence of ids, not a string")
+    return [str(value) for value in values]
+
+
 def _config(key: CheckpointKey) -> RunnableConfig:
     return {
         "configurable": {
@@ -267,7 +274,7 @@ class KodeCheckpointSaver(SyncMethods, BaseCheckpointSaver[str]):
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Checkpoints whose metadata ``run_id`` is listed, with their writes and unshared blobs."""
-        ids = [str(run_id) for run_id in run_ids]
+        ids = _ids(run_ids, "run_ids")
         if ids:
             await self._run("deletes", partial(delete_runs_plan, ids), write=True)
 
@@ -284,7 +291,7 @@ class KodeCheckpointSaver(SyncMethods, BaseCheckpointSaver[str]):
         DeltaChannels are rebuilt from); ``delete``: delete the threads."""
         if strategy not in PRUNE_STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(PRUNE_STRATEGIES)}; got {strategy!r}")
-        threads = [_thread_id(thread_id) for thread_id in thread_ids]
+        threads = [_thread_id(thread_id) for thread_id in _ids(thread_ids, "thread_ids")]
         if threads:
             plan = partial(prune_plan, threads, keep_latest=strategy == "keep_latest")
             await self._run("deletes", plan, write=True)

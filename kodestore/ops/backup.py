@@ -8,16 +8,15 @@ into SQLite and back:
 - ``events.jsonl``: ``{"agentId", "timeline"}`` lines, grouped by agent in the order of ``agents.jsonl``;
 - ``manifest.json``: format version, times, source kind, totals and the size and sha256 of each file.
 
-Consistency is per agent: each agent's database part (info, messages, tool calls, snapshots) is one
-moment of that agent (see ``read_agent``), and its event log is cut right after it, so the log always
-reaches the info's bookmark. Different agents are read at different moments. The backup is built in
-a hidden sibling directory and renamed into place when complete, so a crash never leaves something
-that looks like a backup.
+On SQL stores the database half (info, messages, tool calls, snapshots, with each message's
+first-save time and the agent's last update) of each batch of agents is one snapshot (see
+``for_each_agent``); each agent's event log is read after its batch and cut there, so the log always
+reaches the info's bookmark. The backup is built in a hidden sibling directory and renamed into place
+when complete, so a crash never leaves something that looks like a backup.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import shutil
@@ -31,11 +30,12 @@ from kodestore.errors import KodeStoreError
 from kodestore.facade import Store
 from kodestore.jsonutil import dumps
 from kodestore.models import JSONDict
-from kodestore.ops.migrate import Progress, close_iterator, in_order, numbered, read_agent
+from kodestore.ops.migrate import BATCH, Progress, close_iterator, numbered, read_agents
 from kodestore.validation import ms_to_iso, now_ms
 
 FORMAT = "kodestore-backup"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added messageCreatedAtMs and updatedAtMs to agents.jsonl
+READABLE_VERSIONS = (1, 2)  # a line of format 1 restores with the restore's time as its timestamps
 MANIFEST_FILE = "manifest.json"
 AGENTS_FILE = "agents.jsonl"
 EVENTS_FILE = "events.jsonl"
@@ -119,7 +119,7 @@ async def _write_data(store: Store, directory: Path, progress: Progress | None) 
     agent_ids = await store.list()
     totals: Counter[str] = Counter()
     with _HashedFile(directory / AGENTS_FILE) as agents, _HashedFile(directory / EVENTS_FILE) as events:
-        states = in_order(agent_ids, functools.partial(read_agent, store))
+        states = read_agents(store, agent_ids)
         async with aclosing(states):  # a failed write also stops the reads running ahead
             async for done, (agent_id, state) in numbered(states):
                 if state is not None:  # None: deleted since it was listed
@@ -141,7 +141,8 @@ async def _write_data(store: Store, directory: Path, progress: Progress | None) 
         "createdAt": ms_to_iso(started),
         "completedAt": ms_to_iso(now_ms()),
         "source": {"kind": store_kind(store)},
-        "consistency": "agent",
+        "consistency": "batch" if store.consistent_export else "file",  # see docs/operations.md
+        "batchSize": BATCH,
         "agents": totals.pop("agents", 0),
         "counts": {key: totals[key] for key in ("messages", "toolCalls", "snapshots", "events")},
         "files": files,
@@ -153,7 +154,8 @@ async def backup(
 ) -> JSONDict:
     """Write a backup of ``store`` to ``dest_dir`` (new, or an empty directory); returns the manifest.
 
-    Writers may keep running: each agent is copied as of one moment (see the module docstring).
+    Writers may keep running: on SQL stores each batch of agents is copied as of one moment (see the
+    module docstring).
     """
     dest = Path(dest_dir)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):

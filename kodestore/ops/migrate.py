@@ -1,16 +1,17 @@
 """Copy agents between any two stores, and the agent-level read and write every operation shares.
 
-``read_agent`` and ``write_agent`` are the one place that knows what "everything of an agent" is, so
-backup, restore, migrate and the SDK import cannot disagree about it. Writes are idempotent: records
-replace, snapshots upsert, and the append-only parts (events, history) only get the tail the target
-is missing — so re-running a migration after a crash resumes it and never duplicates an event.
+``read_agents`` / ``for_each_agent`` and ``write_agent`` are the one place that knows what "everything
+of an agent" is, so backup, restore, migrate and the SDK import cannot disagree about it. Reads take
+the database half of a batch of agents in one snapshot (``Store.export_agents``). Writes are
+idempotent: the database half is replaced in one transaction with its timestamps
+(``Store.import_agent``), and the append-only parts (events, history) only get the tail the target is
+missing — so re-running a migration after a crash resumes it and never duplicates an event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import random
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -22,12 +23,12 @@ from collections.abc import (
     Iterable,
     Sequence,
 )
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from kodestore.errors import KodeStoreError, LockTimeout
-from kodestore.extended import ExtendedStore
+from kodestore.backend import AgentRecords
+from kodestore.errors import KodeStoreError
 from kodestore.facade import Store
 from kodestore.models import (
     AgentInfo,
@@ -50,18 +51,14 @@ Progress = Callable[[int, int], None]
 """Called with (agents done, agents in total) after each agent."""
 
 WINDOW = 8  # agents in flight at once
-STABLE_READ_ATTEMPTS = 20
-LOCKED_READ_TIMEOUT_MS = 2000
+BATCH = 100  # agents per export: one database snapshot, one round trip per table
 
 
 @dataclass(slots=True)
-class AgentState:
-    """Everything of one agent except its events (which are streamed, never held whole)."""
+class AgentState(AgentRecords):
+    """Everything of one agent except its events (which are streamed, never held whole): its
+    database half (``AgentRecords``, timestamps included) and its files."""
 
-    info: AgentInfo
-    messages: list[Message] = field(default_factory=list)
-    tool_calls: list[ToolCallRecord] = field(default_factory=list)
-    snapshots: list[Snapshot] = field(default_factory=list)
     todos: TodoSnapshot | None = None
     windows: list[HistoryWindow] = field(default_factory=list)
     compressions: list[CompressionRecord] = field(default_factory=list)
@@ -72,6 +69,18 @@ class AgentState:
     def agent_id(self) -> str:
         return self.info.agent_id
 
+    @property
+    def records(self) -> AgentRecords:
+        """The database half alone, comparable with what ``export_agents`` returns."""
+        return AgentRecords(
+            self.info,
+            self.messages,
+            self.tool_calls,
+            self.snapshots,
+            self.message_created_at,
+            self.updated_at_ms,
+        )
+
     def to_json(self) -> JSONDict:
         """The portable JSON shape of a backup line (SDK camelCase inside)."""
         return {
@@ -80,6 +89,8 @@ class AgentState:
             "messages": _dicts(self.messages),
             "toolCalls": _dicts(self.tool_calls),
             "snapshots": _dicts(self.snapshots),
+            "messageCreatedAtMs": self.message_created_at,
+            "updatedAtMs": self.updated_at_ms,
             "todos": None if self.todos is None else self.todos.to_dict(),
             "historyWindows": _dicts(self.windows),
             "compressionRecords": _dicts(self.compressions),
@@ -96,17 +107,21 @@ class AgentState:
         if info.agent_id != data.get("agentId"):
             raise ValueError(f"agentId {data.get('agentId')!r} differs from info.agentId {info.agent_id!r}")
         todos = data.get("todos")
-        return cls(
+        state = cls(
             info=info,
             messages=_models(Message, data, "messages"),
             tool_calls=_models(ToolCallRecord, data, "toolCalls"),
             snapshots=_models(Snapshot, data, "snapshots"),
+            message_created_at=data.get("messageCreatedAtMs"),  # absent from format 1
+            updated_at_ms=data.get("updatedAtMs"),
             todos=None if todos is None else TodoSnapshot.from_dict(todos),
             windows=_models(HistoryWindow, data, "historyWindows"),
             compressions=_models(CompressionRecord, data, "compressionRecords"),
             recovered=_models(RecoveredFile, data, "recoveredFiles"),
             media=_models(MediaCacheRecord, data, "mediaCache"),
         )
+        state.check()
+        return state
 
 
 def _dicts(models: Sequence[_Model]) -> list[JSONDict]:
@@ -125,65 +140,12 @@ def _models(model: type[M], data: JSONDict, key: str) -> list[M]:
 
 # ---- reading ---------------------------------------------------------------------------------------
 
-Records = tuple[AgentInfo, list[Message], list[ToolCallRecord], list[Snapshot]]
 
-
-async def _read_records(store: Store, agent_id: str) -> Records | None:
-    """One pass over the database half, the four loads at once: the shorter a pass, the likelier
-    two passes fit between a busy agent's writes (a pool runs them in parallel)."""
-    info, messages, tool_calls, snapshots = await asyncio.gather(
-        store.load_info(agent_id),
-        store.load_messages(agent_id),
-        store.load_tool_call_records(agent_id),
-        store.list_snapshots(agent_id),
-    )
-    return None if info is None else (info, messages, tool_calls, snapshots)
-
-
-async def _settled_read(store: Store, agent_id: str, attempts: int) -> tuple[bool, Records | None]:
-    """(True, records) once two reads in a row agree; (False, None) if ``attempts`` rereads never do."""
-    previous = await _read_records(store, agent_id)
-    for attempt in range(attempts):
-        current = await _read_records(store, agent_id)
-        if current == previous:
-            return True, current
-        previous = current
-        # jittered backoff: lands in a writer's pause instead of keeping step with its turns
-        await asyncio.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.05)))
-    return False, None
-
-
-async def _stable_records(store: Store, agent_id: str) -> Records | None:
-    """The database half of one agent as it was at one moment, through the public API only.
-
-    Each load is its own transaction, so one pass can mix two turns of a busy agent. Two passes that
-    agree prove a moment where every part held the value read, for writers that never restore an
-    older value (runtimes only move forward). An agent that changes on every pass is read again
-    under its agent lock, which a runtime holds while it writes; if it still changes (a writer that
-    ignores the lock), this raises rather than return a torn agent.
-    """
-    settled, records = await _settled_read(store, agent_id, STABLE_READ_ATTEMPTS)
-    if not settled and isinstance(store, ExtendedStore):
-        with suppress(LockTimeout):
-            async with store.agent_lock(agent_id, timeout_ms=LOCKED_READ_TIMEOUT_MS):
-                settled, records = await _settled_read(store, agent_id, 2)
-    if not settled:
-        raise KodeStoreError(
-            f"agent {agent_id!r} changed during every read; pause its writer (or let it hold the"
-            " agent lock while it writes) and retry"
-        )
-    return records
-
-
-async def read_agent(store: Store, agent_id: str) -> AgentState | None:
-    """Everything of one agent but its events; ``None`` when it has no info (deleted meanwhile).
-
-    Files are read after the database part, so the event log read next always reaches at least the
-    bookmark in the info (a runtime appends events before it saves the info that points at them).
-    """
-    records = await _stable_records(store, agent_id)
+async def _with_files(store: Store, records: AgentRecords | None) -> AgentState | None:
+    """The agent's files added to its exported records (read after them: see ``for_each_agent``)."""
     if records is None:
         return None
+    agent_id = records.info.agent_id
     todos, windows, compressions, recovered, media = await asyncio.gather(
         store.load_todos(agent_id),
         store.load_history_windows(agent_id),
@@ -191,7 +153,61 @@ async def read_agent(store: Store, agent_id: str) -> AgentState | None:
         store.load_recovered_files(agent_id),
         store.load_media_cache(agent_id),
     )
-    return AgentState(*records, todos, windows, compressions, recovered, media)
+    return AgentState(
+        info=records.info,
+        messages=records.messages,
+        tool_calls=records.tool_calls,
+        snapshots=records.snapshots,
+        message_created_at=records.message_created_at,
+        updated_at_ms=records.updated_at_ms,
+        todos=todos,
+        windows=windows,
+        compressions=compressions,
+        recovered=recovered,
+        media=media,
+    )
+
+
+async def _read_then(
+    store: Store,
+    exported: dict[str, AgentRecords],
+    work: Callable[[AgentState], Coroutine[Any, Any, R]],
+    agent_id: str,
+) -> R | None:
+    state = await _with_files(store, exported.get(agent_id))
+    return None if state is None else await work(state)
+
+
+async def for_each_agent(
+    store: Store, agent_ids: Sequence[str], work: Callable[[AgentState], Coroutine[Any, Any, R]]
+) -> AsyncGenerator[tuple[str, R | None], None]:
+    """``(agent_id, await work(state))`` for each agent in order; ``None`` for an agent without info
+    (deleted since it was listed).
+
+    The database half comes ``BATCH`` agents at a time from ``export_agents``: on SQL stores one
+    snapshot per batch, so an agent its runtime keeps writing is never read torn. Each agent's files
+    are read after its batch, and its event log (by ``work`` or by the caller) later still: a runtime
+    appends events before it saves the info pointing at them, so that log reaches the info's bookmark.
+    """
+    for start in range(0, len(agent_ids), BATCH):
+        batch = agent_ids[start : start + BATCH]
+        exported = await store.export_agents(batch)
+        results = in_order(batch, functools.partial(_read_then, store, exported, work))
+        async with aclosing(results):  # a failure downstream also stops the reads running ahead
+            async for item in results:
+                yield item
+
+
+async def _same(state: AgentState) -> AgentState:
+    return state
+
+
+def read_agents(
+    store: Store, agent_ids: Sequence[str]
+) -> AsyncGenerator[tuple[str, AgentState | None], None]:
+    """``(agent_id, state)`` for each agent in order, ``None`` for one without info (see
+    ``for_each_agent``)."""
+    return for_each_agent(store, agent_ids, _same)
 
 
 # ---- writing ---------------------------------------------------------------------------------------
@@ -211,21 +227,21 @@ async def _append_missing(
         await append(item)
 
 
-async def write_agent(store: Store, state: AgentState, *, fresh: bool = False) -> None:
+async def write_agent(
+    store: Store, state: AgentState, *, fresh: bool = False, held: AgentRecords | None = None
+) -> None:
     """Make ``store`` hold ``state`` for this agent; writing the same state twice changes nothing.
 
-    ``fresh=True`` promises the store holds nothing of this agent (a restore into an emptied store),
-    which skips reading what is there before appending.
+    The database half, timestamps included, replaces the store's in one import — unless ``held``,
+    what the store held of the agent when the caller exported it, is equal already: a migration run
+    again then rewrites no row (on PostgreSQL: no dead tuples, no index churn). ``fresh=True``
+    promises the store holds nothing of this agent (a restore into an emptied store), which skips
+    reading its files before appending.
     """
     agent_id = state.agent_id
-    await store.clear_tombstone(agent_id)  # copying an agent in is a deliberate re-creation
-    await store.save_turn(
-        agent_id, messages=state.messages, tool_call_records=state.tool_calls, info=state.info
-    )
-    if state.info.message_count != len(state.messages):
-        await store.save_info(agent_id, state.info)  # the source's info said otherwise: keep its word
-    for snapshot in state.snapshots:
-        await store.save_snapshot(agent_id, snapshot)
+    records = state.records
+    if held != records:
+        await store.import_agent(agent_id, records)
     if state.todos is not None:
         await store.save_todos(agent_id, state.todos)
     if state.media or (not fresh and await store.load_media_cache(agent_id)):
@@ -329,12 +345,11 @@ class Copied:
     events: int
 
 
-async def _copy_agent(source: Store, target: Store, agent_id: str) -> tuple[Copied, int] | None:
-    state = await read_agent(source, agent_id)
-    if state is None:  # deleted from the source since it was listed: nothing to copy
-        return None
-    await write_agent(target, state)
-    events = await append_missing_events(target, agent_id, source.read_events(agent_id))
+async def _copy_agent(
+    source: Store, target: Store, held: dict[str, AgentRecords], state: AgentState
+) -> tuple[Copied, int]:
+    await write_agent(target, state, held=held.get(state.agent_id))
+    events = await append_missing_events(target, state.agent_id, source.read_events(state.agent_id))
     return Copied(len(state.messages), len(state.tool_calls), events), len(state.snapshots)
 
 
@@ -372,14 +387,20 @@ async def migrate(
     agent_ids = await source_store.list()
     copied: dict[str, Copied] = {}
     snapshots = 0
-    copies = in_order(agent_ids, functools.partial(_copy_agent, source_store, target_store))
-    async with aclosing(copies):
-        async for done, (agent_id, result) in numbered(copies):
-            if result is not None:
-                copied[agent_id] = result[0]
-                snapshots += result[1]
-            if progress is not None:
-                progress(done, len(agent_ids))
+    done = 0
+    for start in range(0, len(agent_ids), BATCH):
+        batch = agent_ids[start : start + BATCH]
+        held = await target_store.export_agents(batch)  # what an earlier run already copied
+        copy = functools.partial(_copy_agent, source_store, target_store, held)
+        copies = for_each_agent(source_store, batch, copy)
+        async with aclosing(copies):
+            async for agent_id, result in copies:
+                if result is not None:  # None: deleted from the source since it was listed
+                    copied[agent_id] = result[0]
+                    snapshots += result[1]
+                done += 1
+                if progress is not None:
+                    progress(done, len(agent_ids))
     await _verify(target_store, copied)
     return {
         "agents": len(copied),

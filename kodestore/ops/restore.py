@@ -26,8 +26,8 @@ from kodestore.ops.backup import (
     DATA_FILES,
     EVENTS_FILE,
     FORMAT,
-    FORMAT_VERSION,
     MANIFEST_FILE,
+    READABLE_VERSIONS,
     file_digest,
 )
 from kodestore.ops.migrate import AgentState, Progress, append_missing_events, in_order, write_agent
@@ -47,10 +47,10 @@ def _read_manifest(src: Path) -> JSONDict:
         raise BackupInvalid(f"{src / MANIFEST_FILE} is not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupInvalid(f"{src / MANIFEST_FILE} is not a {FORMAT} manifest")
-    if manifest.get("formatVersion") != FORMAT_VERSION:
+    if manifest.get("formatVersion") not in READABLE_VERSIONS:
         raise BackupInvalid(
-            f"backup format version {manifest.get('formatVersion')!r} is not supported (expected"
-            f" {FORMAT_VERSION}); use the kodestore version that wrote it"
+            f"backup format version {manifest.get('formatVersion')!r} is not supported (this version"
+            f" reads {', '.join(map(str, READABLE_VERSIONS))}); use the kodestore version that wrote it"
         )
     return manifest
 
