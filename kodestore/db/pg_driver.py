@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import math
 import re
+import select
 import time
 from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ import psycopg
 from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.adapt import AdaptersMap
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
@@ -256,6 +258,8 @@ class PostgresDriver(SqlDriver):
         deadline = time.monotonic() + self._timeout_s
         while True:
             conn = await pool.getconn(timeout=max(deadline - time.monotonic(), 0.0))
+            if _quiet(conn):
+                break  # no round trip: nothing says it died
             try:
                 await AsyncConnectionPool.check_connection(conn)
                 break
@@ -336,6 +340,21 @@ class PostgresDriver(SqlDriver):
             return (yield from status_plan(self.dialect))
 
         return await self.run(plan, write=False)
+
+
+def _quiet(conn: Connection) -> bool:
+    """True when an idle pooled connection shows no sign of death, checked without a round trip.
+
+    A backend that is terminated, or a server that shuts down or crashes, sends an error and closes
+    the socket, which makes it readable; a healthy idle connection has nothing to read. Anything
+    else (a notice, a closed or busy connection) gets the full check."""
+    if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    return not readable
 
 
 async def _execute(cursor: AsyncCursor[TupleRow], stmt: Stmt) -> Any:

@@ -52,6 +52,7 @@ class AppendLog:
         self.durability = durability
         self.bytes_read = 0  # by read_lines, cumulative: shows how much a seek let a read skip
         self._fd: int | None = None
+        self._our_end: tuple[int, int] | None = None  # (inode, size) right after our last write
         self._queue: list[tuple[bytes, asyncio.Future[Appended]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -111,7 +112,10 @@ class AppendLog:
         except OSError as exc:
             raise storage_error("open", self.path, exc) from exc
         try:
-            size = self._cut_torn_tail(fd, stat.st_size)
+            # the tail is whole when we wrote it last: skip reading it back
+            size = stat.st_size
+            if self._our_end != (stat.st_ino, size):
+                size = self._cut_torn_tail(fd, size)
             try:
                 write_all(fd, data)
                 if self.durability == "fsync":
@@ -120,6 +124,7 @@ class AppendLog:
                 with suppress(OSError):
                     os.ftruncate(fd, size)  # leave the log as it was: no partial line
                 raise
+            self._our_end = (stat.st_ino, size + len(data))
             return Appended(size, size + len(data), stat.st_ino)
         except OSError as exc:
             raise storage_error("append to", self.path, exc) from exc
