@@ -3,6 +3,7 @@
 Start with ``store = await kodestore.create_extended_store()``; see the README for the rest.
 """
 
+from kodestore.backend import AgentRecords
 from kodestore.db.queries import cursor_of
 from kodestore.errors import (
     AgentDeleted,
@@ -57,6 +58,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AgentDeleted",
+    "AgentRecords",
     "AgentInfo",
     "AgentNotFound",
     "AgentStats",

@@ -12,10 +12,12 @@ from typing import Any
 import orjson
 import pytest
 from conftest import make_store
+from helpers.pg_env import new_schema, postgres_store, require_postgres
 from test_ops_data import Stores, fill_agent
 
 from kodestore import AgentDeleted, InvalidAgentId, JSONStore, SqliteStore, StoreClosed, ops
 from kodestore.backend import AgentRecords
+from kodestore.db.base import Stmt
 from kodestore.models import AgentInfo, Message
 from kodestore.ops.backup import AGENTS_FILE, MANIFEST_FILE, file_digest
 from kodestore.testing import sample_info, sample_message, sample_snapshot, sample_timeline, sample_tool_call
@@ -286,6 +288,29 @@ async def test_json_store_round_trip_without_timestamps(tmp_path: Path) -> None:
         exported = (await store.export_agents(["a1", "a2"]))["a1"]
         assert exported == AgentRecords(records.info, records.messages, records.tool_calls, records.snapshots)
         assert await store.list() == ["a1"]
+
+
+async def test_postgres_exports_from_one_read_only_repeatable_read_snapshot(tmp_path: Path) -> None:
+    """Also on a caller's pool, whose transactions start with ``SET LOCAL search_path``: the isolation
+    level can still be set, as it must come before the first query."""
+    from psycopg_pool import AsyncConnectionPool
+
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(require_postgres(), min_size=1, open=False)
+    await pool.open(wait=True)
+    try:
+        async with postgres_store(tmp_path, pool=pool, schema=new_schema()) as store:
+            await _grow(store, "a1", turns=1)
+            assert list(await store.export_agents(["a1"])) == ["a1"]
+
+            def plan() -> Any:
+                yield from store._records.export_plan(["a1"])
+                isolation = yield Stmt("SHOW transaction_isolation", (), "one")
+                read_only = yield Stmt("SHOW transaction_read_only", (), "one")
+                return isolation[0], read_only[0]
+
+            assert await store.driver.run(plan, write=False) == ("repeatable read", "on")
+    finally:
+        await pool.close()
 
 
 async def test_export_and_import_are_timed(store: Any) -> None:
