@@ -389,6 +389,21 @@ class QueryContract:
         assert later[1].created_at == first[0].created_at
         assert later[0].created_at > first[0].created_at
 
+    async def test_moved_messages_keep_their_time_repeated_ones_are_new(self, store: Any) -> None:
+        await store.save_info("a1", sample_info("a1"))
+        hello, reply = sample_message(0, text="hello"), sample_message(1, text="reply")
+        await store.save_messages("a1", [hello, reply])
+        first = {m.seq: m.created_at for m in await store.query_messages(agent_id="a1")}
+        await asyncio.sleep(0.01)
+        summary = sample_message(0, text="summary of earlier turns")
+        await store.save_messages("a1", [summary, reply, hello])  # compacted, and "hello" said again
+        later = {m.seq: m.created_at for m in await store.query_messages(agent_id="a1")}
+        assert later[1] == first[1]  # "reply" stayed at seq 1
+        assert later[0] > first[0] and later[2] == first[0]  # "hello" left seq 0 and lands at seq 2
+        await store.save_messages("a1", [summary, reply, hello, hello])
+        again = {m.seq: m.created_at for m in await store.query_messages(agent_id="a1")}
+        assert again[3] > first[0]  # a repeat of a message still in place is a new message
+
     async def test_invalid_filters_raise_value_error(self, store: Any) -> None:
         bad_filters: list[dict[str, Any]] = [
             {"limit": -1},

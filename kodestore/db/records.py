@@ -199,6 +199,22 @@ def save_info_plan(row: InfoRow, now_ms: int) -> Plan[None]:
     yield Stmt(_UPSERT_INFO, (row.agent_id, *columns))
 
 
+def _moved_messages(
+    stored: dict[int, tuple[bytes, int]], rows: Sequence[MessageRow]
+) -> dict[bytes, list[int]]:
+    """First-save times of stored messages that left their position, by content hash, oldest first.
+
+    A message that moved (the history was compacted or edited before it) keeps its first-save time;
+    each stored message lends its time once, and one still in place lends none, so a new message
+    that repeats an earlier one is new."""
+    moved: dict[bytes, list[int]] = {}
+    for seq in sorted(stored):
+        digest, created = stored[seq]
+        if seq >= len(rows) or rows[seq].hash != digest:
+            moved.setdefault(digest, []).append(created)
+    return moved
+
+
 class SqlRecords(RecordBackend):
     """The database half of a store, over any ``SqlDriver``."""
 
@@ -251,7 +267,7 @@ class SqlRecords(RecordBackend):
                 "SELECT seq, hash, created_at FROM messages WHERE agent_id = ?", (agent_id,), "all"
             )
             stored = {int(seq): (bytes(h), int(created)) for seq, h, created in found}
-        created_by_hash = None
+        moved = None
         upserts = []
         new_rows: dict[int, tuple[bytes, int]] = {}
         for row in rows:
@@ -259,9 +275,10 @@ class SqlRecords(RecordBackend):
             if old is not None and old[0] == row.hash:
                 new_rows[row.seq] = old
                 continue
-            if created_by_hash is None:  # a message moved (history compacted) keeps its first-save time
-                created_by_hash = {h: created for h, created in stored.values()}
-            created = created_by_hash.get(row.hash, now_ms)
+            if moved is None:
+                moved = _moved_messages(stored, rows)
+            same = moved.get(row.hash)
+            created = same.pop(0) if same else now_ms
             new_rows[row.seq] = (row.hash, created)
             upserts.append(_message_params(agent_id, row, created))
         if upserts:
