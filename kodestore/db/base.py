@@ -52,10 +52,6 @@ class Dialect(ABC):
         equal to the next parameter (a str). Non-object elements and non-string types never match."""
 
     @abstractmethod
-    def json_text(self, column: str, key: str) -> str:
-        """The text value of top-level ``key`` in JSON object ``column`` (``key`` is a trusted literal)."""
-
-    @abstractmethod
     def json_array_has(self, column: str) -> str:
         """A condition true when JSON array ``column`` contains the next parameter (a string)."""
 

@@ -1,14 +1,14 @@
 """The Postgres dialect: jsonb operators (GIN-indexable containment) and code-point comparisons.
 
-A plain parameter compared with a jsonb string goes through ``sql_plain_as_json_string`` (and a jsonb
-string compared with a plain parameter through ``sql_json_string_as_plain``): see ``pg_text``."""
+A plain parameter compared with a jsonb string goes through ``sql_plain_as_json_string``: see
+``pg_text``."""
 
 from __future__ import annotations
 
 from hashlib import blake2b
 
 from kodestore.db.base import Dialect, Stmt
-from kodestore.db.pg_text import sql_json_string_as_plain, sql_plain_as_json_string
+from kodestore.db.pg_text import sql_plain_as_json_string
 
 
 def advisory_key(*parts: str) -> int:
@@ -33,9 +33,6 @@ class PostgresDialect(Dialect):
         # containment, not a scan of the array: the GIN (jsonb_path_ops) index on content answers it
         block = f"jsonb_build_object('type', {sql_plain_as_json_string('?::text')})"
         return f"{column} @> jsonb_build_array({block})"
-
-    def json_text(self, column: str, key: str) -> str:
-        return sql_json_string_as_plain(f"({column} ->> '{key}')")
 
     def json_array_has(self, column: str) -> str:
         return f"{column} @> jsonb_build_array({sql_plain_as_json_string('?::text')})"

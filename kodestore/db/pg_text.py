@@ -91,9 +91,3 @@ def sql_plain_as_json_string(expr: str) -> str:
     """SQL turning an encoded plain value into the encoding of the same string inside ``jsonb``."""
     unstuffed = rf"regexp_replace({expr}, '{_SQL_ESCAPE}1\\u0001', '\1\\u0000', 'g')"
     return rf"regexp_replace({unstuffed}, '{_SQL_ESCAPE}1\\u0002', '\1\\u0001', 'g')"
-
-
-def sql_json_string_as_plain(expr: str) -> str:
-    """SQL turning the encoded text of a ``jsonb`` string into the encoding of the same plain value."""
-    stuffed = rf"regexp_replace({expr}, '{_SQL_ESCAPE}1', '\1\\u0001\\u0002', 'g')"
-    return rf"regexp_replace({stuffed}, '{_SQL_ESCAPE}0', '\1\\u0001\\u0001', 'g')"

@@ -36,9 +36,6 @@ class SqliteDialect(Dialect):
             " AND block.value -> '$.\"type\"' = json_quote(?))"
         )
 
-    def json_text(self, column: str, key: str) -> str:
-        return f"json_extract({column}, '$.\"{key}\"')"
-
     def json_key_is(self, column: str, key: str) -> str:
         path = f"'$.\"{key}\"'"
         return f"{column} -> {path} = (? -> {path})"  # the column side is what 002's indexes hold
