@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import orjson
+
 from kodestore.backend import AgentRecords, RecordBackend
 from kodestore.db.base import Plan, SqlDriver, Stmt
 from kodestore.db.queries import (
@@ -30,6 +32,7 @@ from kodestore.db.queries import (
     tool_calls_stmt,
 )
 from kodestore.db.rows import (
+    AppendedRows,
     InfoRow,
     MessageRow,
     ToolCallRow,
@@ -161,6 +164,116 @@ _EXPORT_CHUNK = 500  # ids per IN list: below SQLite's oldest limit of 999 param
 
 
 @dataclass(frozen=True, slots=True)
+class SideTable:
+    """A table of rows that belong to an agent beside its records (schema 004 and 005).
+
+    ``columns`` are the other columns in insert order, primary-key columns first (rows are exported
+    ordered by owner and ``key``); ``binary`` ones hold bytes, ``json`` ones JSON text (``jsonb`` on
+    Postgres). None of them is a boolean, so every value copies between dialects unchanged."""
+
+    name: str
+    owner: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    binary: frozenset[str] = frozenset()
+    json: frozenset[str] = frozenset()
+
+
+SIDE_TABLES: tuple[SideTable, ...] = (
+    SideTable(
+        "suspended_states",
+        "agent_id",
+        ("state_id", "payload", "created_at_ms", "expires_at_ms"),
+        ("state_id",),
+        json=frozenset({"payload"}),
+    ),
+    SideTable(
+        "feedback",
+        "agent_id",
+        ("feedback_id", "rating", "comment", "message_seq", "correction", "metadata", "created_at_ms"),
+        ("feedback_id",),
+        json=frozenset({"correction", "metadata"}),
+    ),
+    SideTable(
+        "langgraph_blobs",
+        "thread_id",
+        ("checkpoint_ns", "channel", "version", "value_type", "value"),
+        ("checkpoint_ns", "channel", "version"),
+        binary=frozenset({"value"}),
+    ),
+    SideTable(
+        "langgraph_checkpoints",
+        "thread_id",
+        (
+            "checkpoint_ns",
+            "checkpoint_id",
+            "parent_checkpoint_id",
+            "run_id",
+            "checkpoint_type",
+            "checkpoint",
+            "metadata",
+        ),
+        ("checkpoint_ns", "checkpoint_id"),
+        binary=frozenset({"checkpoint"}),
+        json=frozenset({"metadata"}),
+    ),
+    SideTable(
+        "langgraph_checkpoint_channels",
+        "thread_id",
+        ("checkpoint_ns", "checkpoint_id", "channel", "version"),
+        ("checkpoint_ns", "checkpoint_id", "channel"),
+    ),
+    SideTable(
+        "langgraph_writes",
+        "thread_id",
+        ("checkpoint_ns", "checkpoint_id", "task_id", "idx", "channel", "value_type", "value", "task_path"),
+        ("checkpoint_ns", "checkpoint_id", "task_id", "idx"),
+        binary=frozenset({"value"}),
+    ),
+)
+"""The side tables in foreign-key order (channel versions need their checkpoints): inserts go in
+this order, deletes in reverse."""
+SIDE_TABLE_NAMES = frozenset(table.name for table in SIDE_TABLES)
+
+
+def _canonical_json(text: Any) -> Any:
+    """JSON text with sorted keys and no spaces: SQLite keeps the text it was given, Postgres'
+    ``jsonb`` its own, so both export the same text for the same value."""
+    if text is None:
+        return None
+    try:
+        return orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONDecodeError:  # not JSON after all: copied as it is
+        return str(text)
+
+
+def _side_row(table: SideTable, values: Sequence[Any]) -> tuple[Any, ...]:
+    """A stored row as exported: bytes as ``bytes`` (not a memoryview), JSON as canonical text."""
+    out: list[Any] = []
+    for column, value in zip(table.columns, values, strict=True):
+        if value is not None and column in table.binary:
+            value = bytes(value)
+        elif column in table.json:
+            value = _canonical_json(value)
+        out.append(value)
+    return tuple(out)
+
+
+def check_side_rows(side_rows: Any) -> None:
+    """``ValueError`` unless ``side_rows`` maps known side tables to rows of their width."""
+    if not isinstance(side_rows, dict):
+        raise ValueError("side_rows must be a dict of table name -> rows")
+    widths = {table.name: len(table.columns) for table in SIDE_TABLES}
+    for name, rows in side_rows.items():
+        if name not in widths:
+            raise ValueError(f"side_rows: unknown table {name!r}")
+        if not isinstance(rows, list) or not all(
+            isinstance(row, tuple) and len(row) == widths[name] for row in rows
+        ):
+            raise ValueError(f"side_rows[{name!r}] must be a list of {widths[name]}-tuples")
+
+
+@dataclass(frozen=True, slots=True)
 class _ImportRows:
     """One agent's records as rows, computed before the transaction starts."""
 
@@ -170,6 +283,7 @@ class _ImportRows:
     tool_calls: list[ToolCallRow]
     snapshots: list[tuple[str, str]]  # (snapshot id, body)
     updated_at_ms: int | None
+    side_rows: dict[str, list[tuple[Any, ...]]]
 
 
 def save_info_plan(row: InfoRow, now_ms: int) -> Plan[None]:
@@ -223,6 +337,8 @@ class SqlRecords(RecordBackend):
         self._for_update = driver.dialect.for_update
         self._messages: _VersionedCache[int] = _VersionedCache()
         self._tool_calls: _VersionedCache[str] = _VersionedCache()
+        self._message_rows = AppendedRows(Message, message_rows)
+        self._tool_call_rows = AppendedRows(ToolCallRecord, tool_call_rows)
 
     async def open(self) -> None:
         await self.driver.open()
@@ -293,7 +409,7 @@ class SqlRecords(RecordBackend):
         self._messages.put(agent_id, new_version, new_rows)
 
     async def save_messages(self, agent_id: str, messages: Sequence[Message], now_ms: int) -> None:
-        rows = message_rows(messages)
+        rows = self._message_rows.rows(agent_id, messages)
         try:
             await self.driver.run(lambda: self.replace_messages_plan(agent_id, rows, now_ms), write=True)
         except BaseException:
@@ -340,7 +456,7 @@ class SqlRecords(RecordBackend):
         self._tool_calls.put(agent_id, new_version, new_rows)
 
     async def save_tool_calls(self, agent_id: str, records: Sequence[ToolCallRecord], now_ms: int) -> None:
-        rows = tool_call_rows(records)
+        rows = self._tool_call_rows.rows(agent_id, records)
         try:
             await self.driver.run(lambda: self.replace_tool_calls_plan(agent_id, rows, now_ms), write=True)
         except BaseException:
@@ -369,8 +485,8 @@ class SqlRecords(RecordBackend):
     ) -> None:
         """Messages, tool calls and info of one turn, committed together (one round trip on SQLite)."""
         info_data = None if info is None else info_row(info)
-        message_data = None if messages is None else message_rows(messages)
-        tool_call_data = None if tool_calls is None else tool_call_rows(tool_calls)
+        message_data = None if messages is None else self._message_rows.rows(agent_id, messages)
+        tool_call_data = None if tool_calls is None else self._tool_call_rows.rows(agent_id, tool_calls)
 
         def plan() -> Plan[None]:
             if info_data is not None:
@@ -425,17 +541,25 @@ class SqlRecords(RecordBackend):
     # ---- export and import of whole agents -------------------------------------------------------
 
     consistent_export = True
+    keeps_side_rows = True  # export_agents and import_agent carry AgentRecords.side_rows
 
     def export_plan(self, agent_ids: Sequence[str]) -> Plan[list[list[Any]]]:
-        """Agents, messages, tool calls and snapshots of ``agent_ids``: four queries per chunk of ids,
-        all in the plan's one transaction, so every row comes from the same snapshot."""
+        """Agents, messages, tool calls, snapshots and each side table (``SIDE_TABLES``) of
+        ``agent_ids``: one query per table per chunk of ids, all in the plan's one transaction, so
+        every row comes from the same snapshot."""
         snapshot_read = self.driver.dialect.snapshot_read
         if snapshot_read:
             yield Stmt(snapshot_read)
-        found: list[list[Any]] = [[], [], [], []]
+        found: list[list[Any]] = [[] for _ in range(4 + len(SIDE_TABLES))]
         for start in range(0, len(agent_ids), _EXPORT_CHUNK):
             chunk = agent_ids[start : start + _EXPORT_CHUNK]
-            among = f"agent_id IN ({', '.join('?' * len(chunk))})"
+            marks = ", ".join("?" * len(chunk))
+            among = f"agent_id IN ({marks})"
+            side = [
+                f"SELECT {t.owner}, {', '.join(t.columns)} FROM {t.name} WHERE {t.owner} IN ({marks})"
+                f" ORDER BY {t.owner}, {', '.join(t.key)}"
+                for t in SIDE_TABLES
+            ]
             for rows, sql in zip(
                 found,
                 (
@@ -444,6 +568,7 @@ class SqlRecords(RecordBackend):
                     f" WHERE {among} ORDER BY agent_id, seq",
                     f"SELECT agent_id, record FROM tool_calls WHERE {among} ORDER BY agent_id, position",
                     f"SELECT agent_id, body FROM snapshots WHERE {among} ORDER BY row_id",
+                    *side,
                 ),
                 strict=True,
             ):
@@ -452,11 +577,12 @@ class SqlRecords(RecordBackend):
 
     async def export_agents(self, agent_ids: Sequence[str]) -> dict[str, AgentRecords]:
         """The whole batch in one read transaction (REPEATABLE READ on Postgres): an agent whose
-        runtime saves meanwhile is read either before or after that save, never half of each."""
+        runtime saves meanwhile is read either before or after that save, never half of each. The
+        side tables come along (``AgentRecords.side_rows``: only the tables the agent has rows in)."""
         ids = list(dict.fromkeys(agent_ids))
         if not ids:
             return {}
-        infos, messages, tool_calls, snapshots = await self.driver.run(
+        infos, messages, tool_calls, snapshots, *side_tables = await self.driver.run(
             lambda: self.export_plan(ids), write=False
         )
         history: defaultdict[str, list[Message]] = defaultdict(list)
@@ -470,6 +596,10 @@ class SqlRecords(RecordBackend):
         saved: defaultdict[str, list[Snapshot]] = defaultdict(list)
         for agent_id, body in snapshots:
             saved[agent_id].append(Snapshot.from_dict(loads(body)))
+        side: defaultdict[str, dict[str, list[tuple[Any, ...]]]] = defaultdict(dict)
+        for table, rows in zip(SIDE_TABLES, side_tables, strict=True):
+            for owner, *values in rows:
+                side[owner].setdefault(table.name, []).append(_side_row(table, values))
         found: dict[str, AgentRecords] = {}
         for agent_id, info_text, message_count, updated_at_ms in infos:
             info: JSONDict = loads(info_text)
@@ -481,14 +611,16 @@ class SqlRecords(RecordBackend):
                 saved[agent_id],
                 created[agent_id],
                 int(updated_at_ms),
+                side[agent_id],
             )
         return {agent_id: found[agent_id] for agent_id in ids if agent_id in found}
 
     def import_plan(self, rows: _ImportRows, now_ms: int) -> Plan[None]:
         """Replace the agent's rows with ``rows``: its agents row is updated in place (what hangs off
         it elsewhere, feedback or checkpoints, stays), its messages, tool calls and snapshots are
-        deleted and inserted, its tombstone removed. Both version tokens change, so every writer's
-        cache of this agent's hashes goes stale."""
+        deleted and inserted, its tombstone removed; so are its rows of the side tables
+        (``SIDE_TABLES``: deleted in reverse foreign-key order, inserted in order). Both version
+        tokens change, so every writer's cache of this agent's hashes goes stale."""
         agent_id = rows.info.agent_id
         created = rows.message_created_at
         if created is None:  # no first-save times given: a message already stored keeps its own
@@ -523,6 +655,17 @@ class SqlRecords(RecordBackend):
             )
         if rows.snapshots:
             yield Stmt(_UPSERT_SNAPSHOT, [(agent_id, *snapshot) for snapshot in rows.snapshots], many=True)
+        for side_table in reversed(SIDE_TABLES):
+            yield Stmt(f"DELETE FROM {side_table.name} WHERE {side_table.owner} = ?", (agent_id,))
+        for side_table in SIDE_TABLES:
+            side = rows.side_rows.get(side_table.name)
+            if side:
+                yield Stmt(
+                    f"INSERT INTO {side_table.name} ({side_table.owner}, {', '.join(side_table.columns)})"
+                    f" VALUES ({', '.join('?' * (len(side_table.columns) + 1))})",
+                    [(agent_id, *row) for row in side],
+                    many=True,
+                )
         self._messages.put(
             agent_id,
             messages_version,
@@ -531,6 +674,7 @@ class SqlRecords(RecordBackend):
         self._tool_calls.put(agent_id, tool_calls_version, {t.id: (t.hash, 0) for t in rows.tool_calls})
 
     async def import_agent(self, records: AgentRecords, now_ms: int) -> None:
+        check_side_rows(records.side_rows)
         rows = _ImportRows(
             info_row(records.info),
             message_rows(records.messages),
@@ -538,6 +682,7 @@ class SqlRecords(RecordBackend):
             tool_call_rows(records.tool_calls),
             [(snapshot.id, snapshot_body(snapshot)) for snapshot in records.snapshots],
             records.updated_at_ms,
+            records.side_rows,
         )
         try:
             await self.driver.run(lambda: self.import_plan(rows, now_ms), write=True)
@@ -563,6 +708,8 @@ class SqlRecords(RecordBackend):
 
         self._messages.forget(agent_id)
         self._tool_calls.forget(agent_id)
+        self._message_rows.forget(agent_id)
+        self._tool_call_rows.forget(agent_id)
         await self.driver.run(plan, write=True)
 
     async def clear_tombstone(self, agent_id: str) -> None:

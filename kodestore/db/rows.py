@@ -6,16 +6,23 @@ SQLite stores them as-is and Postgres casts them to ``jsonb``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Any
+from operator import attrgetter
+from typing import Any, Generic, TypeVar
+
+import orjson
 
 from kodestore.jsonutil import dumps, loads
 from kodestore.models import AgentInfo, JSONDict, Message, Snapshot, ToolCallRecord
 from kodestore.validation import iso_to_epoch_ms
 
 _MESSAGE_KEYS = ("role", "content", "metadata")
+_COMMA = 0x2C
+R = TypeVar("R")
 
 
 def _digest(*parts: bytes) -> bytes:
@@ -77,9 +84,11 @@ def info_row(info: AgentInfo) -> InfoRow:
     )
 
 
-def message_rows(messages: Sequence[Message]) -> list[MessageRow]:
+def message_rows(messages: Sequence[Message], first: int = 0) -> list[MessageRow]:
+    """Rows of ``messages[first:]`` (with their seq in the whole history)."""
     rows = []
-    for seq, message in enumerate(messages):
+    for seq in range(first, len(messages)):
+        message = messages[seq]
         where = f"messages[{seq}]"
         content = dumps(message.content, f"{where}.content")
         metadata = None if message.metadata is None else dumps(message.metadata, f"{where}.metadata")
@@ -107,13 +116,17 @@ def message_from_columns(role: str, content: str, metadata: str | None, extra: s
     return data
 
 
-def tool_call_rows(records: Sequence[ToolCallRecord]) -> list[ToolCallRow]:
+def tool_call_rows(records: Sequence[ToolCallRecord], first: int = 0) -> list[ToolCallRow]:
+    """Rows of ``records[first:]`` (with their position in the whole list); ids must be unique."""
+    if len({record.id for record in records}) != len(records):
+        seen: set[str] = set()
+        for position, record in enumerate(records):
+            if record.id in seen:
+                raise ValueError(f"records[{position}]: duplicate tool call id {record.id!r}")
+            seen.add(record.id)
     rows = []
-    seen: set[str] = set()
-    for position, record in enumerate(records):
-        if record.id in seen:
-            raise ValueError(f"records[{position}]: duplicate tool call id {record.id!r}")
-        seen.add(record.id)
+    for position in range(first, len(records)):
+        record = records[position]
         data = record.to_dict()
         data.pop("agentId", None)  # query-only attribute, never stored
         body = dumps(data, f"records[{position}]")
@@ -140,3 +153,57 @@ def snapshot_body(snapshot: Snapshot) -> str:
 
 def json_or_none(text: Any) -> Any:
     return None if text is None else loads(text)
+
+
+class AppendedRows(Generic[R]):
+    """The rows of each agent's last saved list, reused for the unchanged start of the next one.
+
+    A runtime saves the whole history after every turn but mostly appends to it. One orjson call
+    encodes the whole new list (every field of every model, at C speed); when the previous encoding minus
+    its closing bracket, then a comma, starts the new one, the first n items are unchanged (a JSON
+    array parses one way only) and keep their rows: only the new items are encoded and hashed, so a
+    turn's cost no longer grows with the history. An edit or a removal builds every row, as before.
+    Holds at most ``max_bytes`` of encodings, least recently saved agents dropped first.
+    """
+
+    def __init__(
+        self, model: type, build: Callable[[Sequence[Any], int], list[R]], max_bytes: int = 64 << 20
+    ) -> None:
+        # every field as a tuple, taken in C: orjson encodes tuples far faster than dataclasses
+        self._fields = attrgetter(*(f.name for f in dataclasses.fields(model)))
+        self._build = build
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: OrderedDict[str, tuple[bytes, list[R]]] = OrderedDict()
+
+    def rows(self, agent_id: str, items: Sequence[Any]) -> list[R]:
+        entry = self.forget(agent_id)
+        try:
+            key = orjson.dumps(list(map(self._fields, items)))
+        except TypeError:  # not encodable natively: build (and report) as before
+            return self._build(items, 0)
+        rows = None
+        if entry is not None:
+            old_key, old_rows = entry
+            if key == old_key:
+                rows = old_rows
+            elif (
+                0 < len(old_rows) < len(items)
+                and len(key) > len(old_key)
+                and key[len(old_key) - 1] == _COMMA
+                and key.startswith(old_key[:-1])
+            ):
+                rows = old_rows + self._build(items, len(old_rows))
+        if rows is None:
+            rows = self._build(items, 0)
+        self._entries[agent_id] = (key, rows)
+        self._bytes += 2 * len(key)  # the encoding, and about as much again in the rows' text
+        while self._bytes > self._max_bytes and self._entries:
+            self._bytes -= 2 * len(self._entries.popitem(last=False)[1][0])
+        return rows
+
+    def forget(self, agent_id: str) -> tuple[bytes, list[R]] | None:
+        entry = self._entries.pop(agent_id, None)
+        if entry is not None:
+            self._bytes -= 2 * len(entry[0])
+        return entry
