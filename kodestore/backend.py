@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from kodestore.models import AgentInfo, JSONDict, Message, Snapshot, ToolCallRecord
 
@@ -26,6 +26,11 @@ class AgentRecords:
     timestamps are what queries sort and filter by and no load returns: ``message_created_at`` holds
     each message's first-save time (epoch ms, one per message) and ``updated_at_ms`` the agent's last
     update. ``None`` where the store keeps none (``JSONStore``); an import then stamps its own time.
+
+    ``side_rows`` holds the agent's rows of the side tables (suspended states, feedback, LangGraph
+    checkpoints: ``kodestore.db.records.SIDE_TABLES``), table -> rows of that table's columns without
+    the owner column, bytes as bytes and JSON as text. SQL stores export and import them; ``JSONStore``
+    has none and refuses to import any.
     """
 
     info: AgentInfo
@@ -34,6 +39,7 @@ class AgentRecords:
     snapshots: list[Snapshot] = field(default_factory=list)
     message_created_at: list[int] | None = None
     updated_at_ms: int | None = None
+    side_rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
 
     def check(self) -> None:
         """``ValueError`` for timestamps that do not fit the messages, or a snapshot id seen twice."""

@@ -328,8 +328,8 @@ class Store:
 
         Restore and migrate copy agents with this, so a copy keeps each message's ``created_at``
         and the agent's ``updated_at`` (which ``prune`` goes by). Importing is a deliberate
-        re-creation: a deletion's tombstone is cleared first. Events, todos, history and media are
-        not part of it."""
+        re-creation: a deletion's tombstone is cleared first. Side rows (suspended states, feedback,
+        LangGraph checkpoints) come along; events, todos, history and media are not part of it."""
         if not isinstance(records, AgentRecords):
             raise ValueError(f"records must be AgentRecords, got {type(records).__name__}")
         checked = AgentRecords(
@@ -339,6 +339,7 @@ class Store:
             coerce_all(Snapshot, records.snapshots, "records.snapshots"),
             records.message_created_at,
             records.updated_at_ms,
+            records.side_rows,  # checked by the record backend, which knows its side tables
         )
         checked.check()
         await self._files.revive(agent_id)  # the records' tombstone goes in the import's transaction

@@ -18,7 +18,7 @@ from weakref import WeakValueDictionary
 
 from kodestore.backend import AgentRecords, RecordBackend
 from kodestore.config import Durability
-from kodestore.errors import AgentDeleted, AgentNotFound
+from kodestore.errors import AgentDeleted, AgentNotFound, KodeStoreError
 from kodestore.files import agent_dir, agent_dirs, create_base_dir, tombstone
 from kodestore.files.atomic import (
     read_json,
@@ -180,8 +180,17 @@ class JsonRecords(RecordBackend):
         """Info, then messages, then tool calls: each file atomic, the turn as a whole not."""
         await self._locked(agent_id, lambda: self._save_turn(agent_id, messages, tool_calls, info))
 
+    keeps_side_rows = False  # no suspended states, feedback or checkpoints: export gives none
+
     async def import_agent(self, records: AgentRecords, now_ms: int) -> None:
-        """Each file atomic, the agent as a whole not (as ``save_turn``); the timestamps are dropped."""
+        """Each file atomic, the agent as a whole not (as ``save_turn``); the timestamps are dropped.
+        Side rows (suspended states, feedback, checkpoints) have nowhere to go: refused, before any
+        write, unless there are none (``ops.migrate`` leaves them out and counts them instead)."""
+        if any(records.side_rows.values()):
+            raise KodeStoreError(
+                f"agent {records.info.agent_id!r}: a JSONStore keeps no suspended states, feedback or"
+                f" LangGraph checkpoints; {', '.join(sorted(records.side_rows))} rows cannot be imported"
+            )
         await self._locked(records.info.agent_id, lambda: self._import(records))
 
     async def save_snapshot(self, agent_id: str, snapshot: Snapshot, now_ms: int) -> None:

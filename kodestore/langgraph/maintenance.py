@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kodestore.db.base import Plan, Row, Stmt
+from kodestore.db.records import SIDE_TABLES
 from kodestore.jsonutil import loads
 from kodestore.langgraph.plans import (
     BLOB_OF_CHANNEL,
@@ -156,15 +157,9 @@ def _delta_ancestors(head: CheckpointKey, parent_id: str | None, metadata: str) 
 
 # ---- copying -------------------------------------------------------------------------------------
 
-# in foreign-key order: channel versions need their checkpoints
-_COPIED_COLUMNS = (
-    ("langgraph_blobs", "checkpoint_ns, channel, version, value_type, value"),
-    (
-        "langgraph_checkpoints",
-        "checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, checkpoint_type, checkpoint, metadata",
-    ),
-    ("langgraph_checkpoint_channels", "checkpoint_ns, checkpoint_id, channel, version"),
-    ("langgraph_writes", "checkpoint_ns, checkpoint_id, task_id, idx, channel, value_type, value, task_path"),
+# in foreign-key order (channel versions need their checkpoints), as backup and migrate copy them
+_COPIED_COLUMNS = tuple(
+    (table.name, ", ".join(table.columns)) for table in SIDE_TABLES if table.name.startswith("langgraph_")
 )
 
 

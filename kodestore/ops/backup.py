@@ -3,13 +3,15 @@
 A backup is a directory of JSON lines that any backend can restore, so a Postgres backup restores
 into SQLite and back:
 
-- ``agents.jsonl``: one line per agent, everything but its events (see ``AgentState.to_json``), plus
-  ``eventCount``, the number of its lines in ``events.jsonl``;
+- ``agents.jsonl``: one line per agent, everything but its events (see ``AgentState.to_json``; its
+  ``sideRows`` hold its suspended states, feedback and LangGraph checkpoints), plus ``eventCount``,
+  the number of its lines in ``events.jsonl``;
 - ``events.jsonl``: ``{"agentId", "timeline"}`` lines, grouped by agent in the order of ``agents.jsonl``;
-- ``manifest.json``: format version, times, source kind, totals and the size and sha256 of each file.
+- ``manifest.json``: format version, times, source kind, totals (``sideRows`` apart from ``counts``)
+  and the size and sha256 of each file.
 
 On SQL stores the database half (info, messages, tool calls, snapshots, with each message's
-first-save time and the agent's last update) of each batch of agents is one snapshot (see
+first-save time and the agent's last update, and its side rows) of each batch of agents is one snapshot (see
 ``for_each_agent``); each agent's event log is read after its batch and cut there, so the log always
 reaches the info's bookmark. The backup is built in a hidden sibling directory and renamed into place
 when complete, so a crash never leaves something that looks like a backup.
@@ -30,12 +32,13 @@ from kodestore.errors import KodeStoreError
 from kodestore.facade import Store
 from kodestore.jsonutil import dumps
 from kodestore.models import JSONDict
-from kodestore.ops.migrate import BATCH, Progress, close_iterator, numbered, read_agents
+from kodestore.ops.migrate import BATCH, Progress, close_iterator, numbered, read_agents, side_row_count
 from kodestore.validation import ms_to_iso, now_ms
 
 FORMAT = "kodestore-backup"
-FORMAT_VERSION = 2  # 2 added messageCreatedAtMs and updatedAtMs to agents.jsonl
-READABLE_VERSIONS = (1, 2)  # a line of format 1 restores with the restore's time as its timestamps
+FORMAT_VERSION = 3  # 2 added messageCreatedAtMs and updatedAtMs to agents.jsonl; 3 added sideRows
+READABLE_VERSIONS = (1, 2, 3)  # a line of format 1 restores with the restore's time as its timestamps
+COUNTED = ("messages", "toolCalls", "snapshots", "events")
 MANIFEST_FILE = "manifest.json"
 AGENTS_FILE = "agents.jsonl"
 EVENTS_FILE = "events.jsonl"
@@ -131,6 +134,7 @@ async def _write_data(store: Store, directory: Path, progress: Progress | None) 
                         toolCalls=len(state.tool_calls),
                         snapshots=len(state.snapshots),
                         events=count,
+                        sideRows=side_row_count(state),
                     )
                 if progress is not None:
                     progress(done, len(agent_ids))
@@ -144,7 +148,8 @@ async def _write_data(store: Store, directory: Path, progress: Progress | None) 
         "consistency": "batch" if store.consistent_export else "file",  # see docs/operations.md
         "batchSize": BATCH,
         "agents": totals.pop("agents", 0),
-        "counts": {key: totals[key] for key in ("messages", "toolCalls", "snapshots", "events")},
+        "counts": {key: totals[key] for key in COUNTED},
+        "sideRows": totals["sideRows"],  # suspended states, feedback, checkpoint rows (format 3)
         "files": files,
     }
 

@@ -11,6 +11,7 @@ missing — so re-running a migration after a crash resumes it and never duplica
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 from collections import deque
 from collections.abc import (
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kodestore.backend import AgentRecords
+from kodestore.db.records import check_side_rows
 from kodestore.errors import KodeStoreError
 from kodestore.facade import Store
 from kodestore.models import (
@@ -79,6 +81,7 @@ class AgentState(AgentRecords):
             self.snapshots,
             self.message_created_at,
             self.updated_at_ms,
+            self.side_rows,
         )
 
     def to_json(self) -> JSONDict:
@@ -91,6 +94,7 @@ class AgentState(AgentRecords):
             "snapshots": _dicts(self.snapshots),
             "messageCreatedAtMs": self.message_created_at,
             "updatedAtMs": self.updated_at_ms,
+            "sideRows": side_rows_to_json(self.side_rows),
             "todos": None if self.todos is None else self.todos.to_dict(),
             "historyWindows": _dicts(self.windows),
             "compressionRecords": _dicts(self.compressions),
@@ -114,6 +118,7 @@ class AgentState(AgentRecords):
             snapshots=_models(Snapshot, data, "snapshots"),
             message_created_at=data.get("messageCreatedAtMs"),  # absent from format 1
             updated_at_ms=data.get("updatedAtMs"),
+            side_rows=side_rows_from_json(data.get("sideRows", {})),  # absent before format 3
             todos=None if todos is None else TodoSnapshot.from_dict(todos),
             windows=_models(HistoryWindow, data, "historyWindows"),
             compressions=_models(CompressionRecord, data, "compressionRecords"),
@@ -122,6 +127,46 @@ class AgentState(AgentRecords):
         )
         state.check()
         return state
+
+
+def _value_to_json(value: Any) -> Any:
+    return {"$b64": base64.b64encode(value).decode()} if isinstance(value, bytes) else value
+
+
+def _value_from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) != {"$b64"} or not isinstance(value["$b64"], str):
+            raise ValueError('sideRows: an object value must be {"$b64": "<base64>"}')
+        return base64.b64decode(value["$b64"], validate=True)
+    if isinstance(value, list | float | bool):
+        raise ValueError(f"sideRows: unexpected value {value!r}")
+    return value
+
+
+def side_rows_to_json(side_rows: dict[str, list[tuple[Any, ...]]]) -> JSONDict:
+    """``AgentRecords.side_rows`` as JSON: rows as arrays, bytes as ``{"$b64": ...}``."""
+    return {
+        table: [[_value_to_json(value) for value in row] for row in rows]
+        for table, rows in side_rows.items()
+        if rows
+    }
+
+
+def side_rows_from_json(data: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """The inverse of ``side_rows_to_json``; ``ValueError`` names what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError("sideRows must be an object")
+    side_rows: dict[str, list[tuple[Any, ...]]] = {}
+    for table, rows in data.items():
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            raise ValueError(f"sideRows.{table} must be a list of arrays")
+        side_rows[table] = [tuple(_value_from_json(value) for value in row) for row in rows]
+    check_side_rows(side_rows)
+    return side_rows
+
+
+def side_row_count(records: AgentRecords) -> int:
+    return sum(len(rows) for rows in records.side_rows.values())
 
 
 def _dicts(models: Sequence[_Model]) -> list[JSONDict]:
@@ -160,6 +205,7 @@ async def _with_files(store: Store, records: AgentRecords | None) -> AgentState 
         snapshots=records.snapshots,
         message_created_at=records.message_created_at,
         updated_at_ms=records.updated_at_ms,
+        side_rows=records.side_rows,
         todos=todos,
         windows=windows,
         compressions=compressions,
@@ -227,9 +273,15 @@ async def _append_missing(
         await append(item)
 
 
+def keeps_side_rows(store: Store) -> bool:
+    """Whether ``store`` holds suspended states, feedback and checkpoints (SQL stores; not
+    ``JSONStore``)."""
+    return bool(getattr(store._records, "keeps_side_rows", False))
+
+
 async def write_agent(
     store: Store, state: AgentState, *, fresh: bool = False, held: AgentRecords | None = None
-) -> None:
+) -> int:
     """Make ``store`` hold ``state`` for this agent; writing the same state twice changes nothing.
 
     The database half, timestamps included, replaces the store's in one import — unless ``held``,
@@ -237,9 +289,16 @@ async def write_agent(
     again then rewrites no row (on PostgreSQL: no dead tuples, no index churn). ``fresh=True``
     promises the store holds nothing of this agent (a restore into an emptied store), which skips
     reading its files before appending.
+
+    Returns how many side rows (suspended states, feedback, checkpoint rows) were left out because
+    the store keeps none (``JSONStore``); 0 otherwise.
     """
     agent_id = state.agent_id
     records = state.records
+    dropped = 0
+    if records.side_rows and not keeps_side_rows(store):
+        dropped = side_row_count(records)
+        records.side_rows = {}
     if held != records:
         await store.import_agent(agent_id, records)
     if state.todos is not None:
@@ -259,6 +318,7 @@ async def write_agent(
     for what, load, save, wanted in history:
         stored = [] if fresh else await load(agent_id)
         await _append_missing(agent_id, what, stored, wanted, functools.partial(save, agent_id))
+    return dropped
 
 
 async def event_seqs(store: Store, agent_id: str) -> list[int]:
@@ -345,12 +405,23 @@ class Copied:
     events: int
 
 
+@dataclass(slots=True)
+class _Extra:
+    """What one agent's copy wrote beyond what ``_verify`` checks."""
+
+    snapshots: int
+    side_rows: int
+    side_rows_dropped: int
+
+
 async def _copy_agent(
     source: Store, target: Store, held: dict[str, AgentRecords], state: AgentState
-) -> tuple[Copied, int]:
-    await write_agent(target, state, held=held.get(state.agent_id))
+) -> tuple[Copied, _Extra]:
+    side_rows = side_row_count(state)
+    dropped = await write_agent(target, state, held=held.get(state.agent_id))
     events = await append_missing_events(target, state.agent_id, source.read_events(state.agent_id))
-    return Copied(len(state.messages), len(state.tool_calls), events), len(state.snapshots)
+    copied = Copied(len(state.messages), len(state.tool_calls), events)
+    return copied, _Extra(len(state.snapshots), side_rows - dropped, dropped)
 
 
 async def _found(target: Store, agent_id: str) -> Copied | None:
@@ -382,11 +453,13 @@ async def migrate(
     Idempotent and resumable: run it again after an interruption and it finishes the job; agents
     already copied are rewritten to the same values and get no duplicate events or history. The
     target is verified at the end (agents, messages, tool calls, events); a difference raises
-    ``KodeStoreError``. Returns the totals copied.
+    ``KodeStoreError``. Returns the totals copied; when the source holds side rows (suspended states,
+    feedback, LangGraph checkpoints) also ``sideRows``, the ones copied, and ``sideRowsDropped``, the
+    ones a target without them (``JSONStore``) left out.
     """
     agent_ids = await source_store.list()
     copied: dict[str, Copied] = {}
-    snapshots = 0
+    snapshots = side_rows = dropped = 0
     done = 0
     for start in range(0, len(agent_ids), BATCH):
         batch = agent_ids[start : start + BATCH]
@@ -397,15 +470,20 @@ async def migrate(
             async for agent_id, result in copies:
                 if result is not None:  # None: deleted from the source since it was listed
                     copied[agent_id] = result[0]
-                    snapshots += result[1]
+                    snapshots += result[1].snapshots
+                    side_rows += result[1].side_rows
+                    dropped += result[1].side_rows_dropped
                 done += 1
                 if progress is not None:
                     progress(done, len(agent_ids))
     await _verify(target_store, copied)
-    return {
+    totals = {
         "agents": len(copied),
         "messages": sum(c.messages for c in copied.values()),
         "toolCalls": sum(c.tool_calls for c in copied.values()),
         "events": sum(c.events for c in copied.values()),
         "snapshots": snapshots,
     }
+    if side_rows or dropped:
+        totals.update(sideRows=side_rows, sideRowsDropped=dropped)
+    return totals

@@ -30,7 +30,14 @@ from kodestore.ops.backup import (
     READABLE_VERSIONS,
     file_digest,
 )
-from kodestore.ops.migrate import AgentState, Progress, append_missing_events, in_order, write_agent
+from kodestore.ops.migrate import (
+    AgentState,
+    Progress,
+    append_missing_events,
+    in_order,
+    side_row_count,
+    write_agent,
+)
 from kodestore.validation import validate_agent_id
 
 
@@ -101,6 +108,7 @@ def _check_records(src: Path, manifest: JSONDict) -> None:
     """Parse every line as ``restore`` will, and check the totals against the manifest."""
     seen: set[str] = set()
     totals = {"messages": 0, "toolCalls": 0, "snapshots": 0, "events": 0}
+    side_rows = 0
     with open(src / AGENTS_FILE, "rb") as agents, open(src / EVENTS_FILE, "rb") as events:
         for number, state, count in _agent_lines(agents):
             if state.agent_id in seen:
@@ -117,6 +125,7 @@ def _check_records(src: Path, manifest: JSONDict) -> None:
             totals["toolCalls"] += len(state.tool_calls)
             totals["snapshots"] += len(state.snapshots)
             totals["events"] += count
+            side_rows += side_row_count(state)
         if events.readline():
             raise BackupInvalid(f"{EVENTS_FILE} holds events that no agent in {AGENTS_FILE} claims")
     counts = manifest.get("counts")
@@ -125,6 +134,10 @@ def _check_records(src: Path, manifest: JSONDict) -> None:
         raise BackupInvalid(
             f"the backup holds {len(seen)} agents and {totals}; its manifest says"
             f" {manifest.get('agents')} agents and {recorded}"
+        )
+    if manifest.get("sideRows", 0) != side_rows:  # absent before format 3, which has none
+        raise BackupInvalid(
+            f"the backup holds {side_rows} side rows; its manifest says {manifest.get('sideRows', 0)}"
         )
 
 
@@ -164,10 +177,13 @@ async def _load(
         await store.delete(agent_id)
     written: list[str] = []
     event_counts: list[tuple[str, int]] = []
+    dropped = 0
 
     async def write(line: tuple[int, AgentState, int]) -> None:
+        nonlocal dropped
         written.append(line[1].agent_id)
-        await write_agent(store, line[1], fresh=True)
+        left_out = await write_agent(store, line[1], fresh=True)
+        dropped += left_out
 
     try:
         with open(src / AGENTS_FILE, "rb") as agents:
@@ -183,9 +199,12 @@ async def _load(
     except BaseException:
         await _rollback(store, written)
         raise
+    restored: JSONDict = {"agents": len(written), **manifest["counts"]}
+    side_rows = manifest.get("sideRows", 0)
+    if side_rows:  # as migrate: dropped by a JSONStore, which keeps no states, feedback or checkpoints
+        restored.update(sideRows=side_rows - dropped, sideRowsDropped=dropped)
     return {
-        "agents": len(written),
-        **manifest["counts"],
+        **restored,
         "backupCreatedAt": manifest.get("createdAt"),
         "sourceKind": (manifest.get("source") or {}).get("kind"),
     }
