@@ -28,7 +28,7 @@ class AgentRecords:
     update. ``None`` where the store keeps none (``JSONStore``); an import then stamps its own time.
 
     ``side_rows`` holds the agent's rows of the side tables (suspended states, feedback, LangGraph
-    checkpoints: ``kodestore.db.records.SIDE_TABLES``), table -> rows of that table's columns without
+    checkpoints: ``kodestore.db.side_tables.SIDE_TABLES``), table -> rows of that table's columns without
     the owner column, bytes as bytes and JSON as text. SQL stores export and import them; ``JSONStore``
     has none and refuses to import any.
     """
@@ -65,6 +65,8 @@ def _is_ms(value: object) -> bool:
 class RecordBackend(ABC):
     #: ``export_agents`` reads all the agents it is given as of one moment
     consistent_export = False
+    #: the store holds side rows (suspended states, feedback, checkpoints) and carries them
+    keeps_side_rows = False
 
     async def export_agents(self, agent_ids: Sequence[str]) -> dict[str, AgentRecords]:
         """The records of each agent that has info, in the order given.

@@ -307,6 +307,11 @@ class Store:
         """True when ``export_agents`` reads all the agents it is given as of one moment."""
         return self._records.consistent_export
 
+    @property
+    def keeps_side_rows(self) -> bool:
+        """True when the store holds suspended states, feedback and checkpoints (not ``JSONStore``)."""
+        return self._records.keeps_side_rows
+
     @operation("loads")
     async def export_agents(self, agent_ids: Sequence[str]) -> dict[str, AgentRecords]:
         """Info, messages, tool calls and snapshots of each agent that has info, with the timestamps

@@ -180,8 +180,6 @@ class JsonRecords(RecordBackend):
         """Info, then messages, then tool calls: each file atomic, the turn as a whole not."""
         await self._locked(agent_id, lambda: self._save_turn(agent_id, messages, tool_calls, info))
 
-    keeps_side_rows = False  # no suspended states, feedback or checkpoints: export gives none
-
     async def import_agent(self, records: AgentRecords, now_ms: int) -> None:
         """Each file atomic, the agent as a whole not (as ``save_turn``); the timestamps are dropped.
         Side rows (suspended states, feedback, checkpoints) have nowhere to go: refused, before any

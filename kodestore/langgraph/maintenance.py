@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kodestore.db.base import Plan, Row, Stmt
-from kodestore.db.records import SIDE_TABLES
+from kodestore.db.side_tables import SIDE_TABLES
 from kodestore.jsonutil import loads
 from kodestore.langgraph.plans import (
     BLOB_OF_CHANNEL,

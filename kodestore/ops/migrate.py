@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kodestore.backend import AgentRecords
-from kodestore.db.records import check_side_rows
+from kodestore.db.side_tables import check_side_rows
 from kodestore.errors import KodeStoreError
 from kodestore.facade import Store
 from kodestore.models import (
@@ -273,12 +273,6 @@ async def _append_missing(
         await append(item)
 
 
-def keeps_side_rows(store: Store) -> bool:
-    """Whether ``store`` holds suspended states, feedback and checkpoints (SQL stores; not
-    ``JSONStore``)."""
-    return bool(getattr(store._records, "keeps_side_rows", False))
-
-
 async def write_agent(
     store: Store, state: AgentState, *, fresh: bool = False, held: AgentRecords | None = None
 ) -> int:
@@ -296,7 +290,7 @@ async def write_agent(
     agent_id = state.agent_id
     records = state.records
     dropped = 0
-    if records.side_rows and not keeps_side_rows(store):
+    if records.side_rows and not store.keeps_side_rows:
         dropped = side_row_count(records)
         records.side_rows = {}
     if held != records:
