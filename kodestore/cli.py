@@ -29,23 +29,23 @@ Command = Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
 _COMMANDS: dict[str, Command] = {}
 
 
-def _store_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if args.type:
-        options["type"] = args.type
-    if args.db:
-        options["db_path"] = args.db
-    if args.store_dir:
-        options["file_store_base_dir"] = args.store_dir
-    if args.dsn:
-        options["dsn"] = args.dsn
-    if args.schema:
-        options["schema"] = args.schema
-    return options
+_FLAG_OPTIONS = {
+    "type": "type",
+    "db": "db_path",
+    "store_dir": "file_store_base_dir",
+    "dsn": "dsn",
+    "schema": "schema",
+}
+
+
+def store_options(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
+    """Factory options from the store flags given (``--db`` ...; ``--to-db`` ... with ``prefix="to_"``)."""
+    values = {option: getattr(args, prefix + flag, None) for flag, option in _FLAG_OPTIONS.items()}
+    return {option: value for option, value in values.items() if value}
 
 
 async def open_store(args: argparse.Namespace) -> Store:
-    return await build_store(resolve_options(_store_options(args))).open()
+    return await build_store(resolve_options(store_options(args))).open()
 
 
 async def open_extended(args: argparse.Namespace) -> ExtendedStore:
@@ -72,7 +72,7 @@ async def _init(args: argparse.Namespace, out: TextIO) -> int:
     from kodestore.schema_status import schema_status
 
     if args.check:
-        status = await schema_status(resolve_options(_store_options(args)))
+        status = await schema_status(resolve_options(store_options(args)))
         output.emit(
             out,
             [{"current": status.current, "applied": list(status.applied), "pending": list(status.pending)}],
@@ -252,11 +252,16 @@ async def _events(args: argparse.Namespace, out: TextIO) -> int:
 # ---- parsing -------------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}")
+        return value
+
+    return parse
 
 
 def _bool(text: str) -> bool:
@@ -312,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulate agent sessions and query them",
         description="Simulate agent sessions into the store, then print queries and stats.",
     )
-    demo.add_argument("--agents", type=_positive, default=5, help="agents to simulate (default 5)")
-    demo.add_argument("--turns", type=_positive, default=10, help="turns per agent (default 10)")
+    demo.add_argument("--agents", type=int_at_least(0), default=5, help="agents to simulate (default 5)")
+    demo.add_argument("--turns", type=int_at_least(0), default=10, help="turns per agent (default 10)")
 
     sessions = sub.add_parser(
         "sessions",

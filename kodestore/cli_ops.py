@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kodestore import ops, output
-from kodestore.cli import _store_options, command, open_store
+from kodestore.cli import command, int_at_least, open_store, store_options
 from kodestore.config import STORE_TYPES, resolve_options
 from kodestore.errors import KodeStoreError
 from kodestore.factory import build_store
@@ -49,14 +49,7 @@ def _target_options(args: argparse.Namespace) -> dict[str, Any]:
     missing = [f"--{name.replace('_', '-')}" for name in needed if not getattr(args, name)]
     if missing:
         raise ValueError(f"a {args.to_type} target needs {' and '.join(missing)}")
-    options = {
-        "type": args.to_type,
-        "db_path": args.to_db,
-        "file_store_base_dir": args.to_store_dir,
-        "dsn": args.to_dsn,
-        "schema": args.to_schema,
-    }
-    return {key: value for key, value in options.items() if value}
+    return store_options(args, prefix="to_")
 
 
 def _same_place(source: dict[str, Any], target: dict[str, Any]) -> bool:
@@ -87,7 +80,7 @@ async def _restore(args: argparse.Namespace, out: TextIO) -> int:
         output.emit(out, [row], args.json)
         return 0
     with ops.ProgressBar("restore") as bar:
-        restored = await ops.restore(args.src, overwrite=args.overwrite, progress=bar, **_store_options(args))
+        restored = await ops.restore(args.src, overwrite=args.overwrite, progress=bar, **store_options(args))
     output.emit(out, [{"backup": str(args.src), **restored}], args.json)
     return 0
 
@@ -95,7 +88,7 @@ async def _restore(args: argparse.Namespace, out: TextIO) -> int:
 @command("migrate")
 async def _migrate(args: argparse.Namespace, out: TextIO) -> int:
     target_options = _target_options(args)
-    if _same_place(_store_options(args), target_options):
+    if _same_place(store_options(args), target_options):
         raise ValueError("the migration target is the source store; give --to-* flags for another store")
     target = build_store(resolve_options(target_options))
     async with await open_store(args) as source, await target.open():
@@ -143,20 +136,6 @@ async def _import_kode_json(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if skipped else 0
 
 
-def _at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
 def add_ops_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the operations subcommands to ``kodestore``'s subparsers."""
     backup = sub.add_parser(
@@ -202,10 +181,12 @@ def add_ops_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         " per template; database rows, logs and media cache go together. Safe from several workers.",
     )
     prune.add_argument("--older-than", metavar="AGE", help="e.g. 30d, 12h, 90m, 2w, or an ISO date")
-    prune.add_argument("--keep-latest", type=_non_negative, metavar="N", help="keep N newest per template")
+    prune.add_argument("--keep-latest", type=int_at_least(0), metavar="N", help="keep N newest per template")
     prune.add_argument("--template", help="only agents of this template")
     prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
-    prune.add_argument("--batch-size", type=_at_least_one, default=100, help="agents per batch (default 100)")
+    prune.add_argument(
+        "--batch-size", type=int_at_least(1), default=100, help="agents per batch (default 100)"
+    )
 
     kode = sub.add_parser(
         "import-kode-json",

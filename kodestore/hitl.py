@@ -17,7 +17,7 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from kodestore.db.base import Plan, Row, SqlDriver, Stmt
+from kodestore.db.base import Plan, Row, Stmt
 from kodestore.db.queries import Timestamp, Where, Window, select_page
 from kodestore.errors import AgentNotFound
 from kodestore.facade import operation
@@ -63,15 +63,6 @@ def _optional_json(value: Any, name: str) -> str | None:
 
 
 # ---- plans ---------------------------------------------------------------------------------------
-
-
-def _single(stmt: Stmt) -> Plan[Any]:
-    return (yield stmt)
-
-
-async def _fetch(driver: SqlDriver, stmt: Stmt, *, write: bool = False) -> Any:
-    """What one statement fetched, in its own transaction."""
-    return await driver.run(partial(_single, stmt), write=write)
 
 
 def _agent_write_plan(agent_id: str, what: str, stmt: Stmt, *, touch_ms: int | None, lock: str) -> Plan[None]:
@@ -158,7 +149,7 @@ class HumanLoopMixin(_Base):
             (agent_id, _check_state_id(state_id), now_ms()),
             "one",
         )
-        row = await _fetch(self._records.driver, stmt)
+        row = await self._records.driver.fetch(stmt)
         return None if row is None else _state_from_row(row)
 
     @operation("loads")
@@ -170,7 +161,7 @@ class HumanLoopMixin(_Base):
             (now_ms(), *params),
             "all",
         )
-        return [_state_from_row(row) for row in await _fetch(self._records.driver, stmt)]
+        return [_state_from_row(row) for row in await self._records.driver.fetch(stmt)]
 
     @operation("deletes")
     async def delete_suspended_state(self, agent_id: str, state_id: str) -> bool:
@@ -181,14 +172,14 @@ class HumanLoopMixin(_Base):
             "one",
         )
         now = now_ms()
-        row = await _fetch(self._records.driver, stmt, write=True)
+        row = await self._records.driver.fetch(stmt, write=True)
         return row is not None and int(row[0]) > now
 
     @operation("deletes")
     async def cleanup_expired_states(self) -> int:
         """Delete every expired state; returns how many. Reads already ignore them."""
         stmt = Stmt("DELETE FROM suspended_states WHERE expires_at_ms <= ? RETURNING 1", (now_ms(),), "all")
-        return len(await _fetch(self._records.driver, stmt, write=True))
+        return len(await self._records.driver.fetch(stmt, write=True))
 
     # ---- feedback --------------------------------------------------------------------------------
 
@@ -254,4 +245,4 @@ class HumanLoopMixin(_Base):
         stmt = select_page(
             _FEEDBACK_COLUMNS, "feedback", where, "created_at_ms", _FEEDBACK_ORDER, "DESC", window
         )
-        return [_feedback_from_row(row) for row in await _fetch(self._records.driver, stmt)]
+        return [_feedback_from_row(row) for row in await self._records.driver.fetch(stmt)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
@@ -106,6 +107,10 @@ class SqlDriver(ABC):
     async def run(self, plan: PlanFactory[T], *, write: bool) -> T:
         """Run ``plan()`` in one transaction; commit if it returns, roll back if it raises."""
 
+    async def fetch(self, stmt: Stmt, *, write: bool = False) -> Any:
+        """What one statement fetched, run as a plan of its own (one transaction)."""
+        return await self.run(partial(_single, stmt), write=write)
+
     @abstractmethod
     async def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
@@ -116,3 +121,7 @@ class SqlDriver(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Where the data lives, safe to print (no password)."""
+
+
+def _single(stmt: Stmt) -> Plan[Any]:
+    return (yield stmt)

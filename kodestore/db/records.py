@@ -242,12 +242,8 @@ class SqlRecords(RecordBackend):
         await self.driver.run(lambda: save_info_plan(row, now_ms), write=True)
 
     async def load_info(self, agent_id: str) -> JSONDict | None:
-        def plan() -> Plan[Any]:
-            return (
-                yield Stmt("SELECT info, message_count FROM agents WHERE agent_id = ?", (agent_id,), "one")
-            )
-
-        row = await self.driver.run(plan, write=False)
+        stmt = Stmt("SELECT info, message_count FROM agents WHERE agent_id = ?", (agent_id,), "one")
+        row = await self.driver.fetch(stmt)
         if row is None:
             return None
         info: JSONDict = loads(row[0])
@@ -306,16 +302,12 @@ class SqlRecords(RecordBackend):
             raise
 
     async def load_messages(self, agent_id: str) -> list[JSONDict]:
-        def plan() -> Plan[Any]:
-            return (
-                yield Stmt(
-                    "SELECT role, content, metadata, extra FROM messages WHERE agent_id = ? ORDER BY seq",
-                    (agent_id,),
-                    "all",
-                )
-            )
-
-        return [message_from_columns(*row) for row in await self.driver.run(plan, write=False)]
+        stmt = Stmt(
+            "SELECT role, content, metadata, extra FROM messages WHERE agent_id = ? ORDER BY seq",
+            (agent_id,),
+            "all",
+        )
+        return [message_from_columns(*row) for row in await self.driver.fetch(stmt)]
 
     # ---- tool calls ------------------------------------------------------------------------------
 
@@ -353,14 +345,8 @@ class SqlRecords(RecordBackend):
             raise
 
     async def load_tool_calls(self, agent_id: str) -> list[JSONDict]:
-        def plan() -> Plan[Any]:
-            return (
-                yield Stmt(
-                    "SELECT record FROM tool_calls WHERE agent_id = ? ORDER BY position", (agent_id,), "all"
-                )
-            )
-
-        return [loads(row[0]) for row in await self.driver.run(plan, write=False)]
+        stmt = Stmt("SELECT record FROM tool_calls WHERE agent_id = ? ORDER BY position", (agent_id,), "all")
+        return [loads(row[0]) for row in await self.driver.fetch(stmt)]
 
     # ---- one turn in one transaction -------------------------------------------------------------
 
@@ -405,27 +391,17 @@ class SqlRecords(RecordBackend):
         await self.driver.run(plan, write=True)
 
     async def load_snapshot(self, agent_id: str, snapshot_id: str) -> JSONDict | None:
-        def plan() -> Plan[Any]:
-            return (
-                yield Stmt(
-                    "SELECT body FROM snapshots WHERE agent_id = ? AND snapshot_id = ?",
-                    (agent_id, snapshot_id),
-                    "one",
-                )
-            )
-
-        row = await self.driver.run(plan, write=False)
+        stmt = Stmt(
+            "SELECT body FROM snapshots WHERE agent_id = ? AND snapshot_id = ?",
+            (agent_id, snapshot_id),
+            "one",
+        )
+        row = await self.driver.fetch(stmt)
         return None if row is None else loads(row[0])
 
     async def list_snapshots(self, agent_id: str) -> list[JSONDict]:
-        def plan() -> Plan[Any]:
-            return (
-                yield Stmt(
-                    "SELECT body FROM snapshots WHERE agent_id = ? ORDER BY row_id", (agent_id,), "all"
-                )
-            )
-
-        return [loads(row[0]) for row in await self.driver.run(plan, write=False)]
+        stmt = Stmt("SELECT body FROM snapshots WHERE agent_id = ? ORDER BY row_id", (agent_id,), "all")
+        return [loads(row[0]) for row in await self.driver.fetch(stmt)]
 
     # ---- export and import of whole agents -------------------------------------------------------
 
@@ -583,10 +559,8 @@ class SqlRecords(RecordBackend):
     # ---- lifecycle -------------------------------------------------------------------------------
 
     async def exists(self, agent_id: str) -> bool:
-        def plan() -> Plan[Any]:
-            return (yield Stmt("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,), "one"))
-
-        return await self.driver.run(plan, write=False) is not None
+        stmt = Stmt("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,), "one")
+        return await self.driver.fetch(stmt) is not None
 
     async def delete(self, agent_id: str, now_ms: int) -> None:
         def plan() -> Plan[None]:
@@ -608,94 +582,65 @@ class SqlRecords(RecordBackend):
         await self.driver.run(plan, write=True)
 
     async def list_agents(self, prefix: str | None) -> list[str]:
-        dialect = self.driver.dialect
-
-        def plan() -> Plan[Any]:
-            if prefix:
-                # a range scan on the primary key; no LIKE, so '%' and '_' in a prefix are literal
-                return (
-                    yield Stmt(
-                        f"SELECT agent_id FROM agents WHERE {dialect.prefix_range('agent_id')}"
-                        " ORDER BY agent_id",
-                        (prefix, prefix + "\U0010ffff"),
-                        "all",
-                    )
-                )
-            return (yield Stmt("SELECT agent_id FROM agents ORDER BY agent_id", (), "all"))
-
-        return [str(row[0]) for row in await self.driver.run(plan, write=False)]
+        if prefix:
+            # a range scan on the primary key; no LIKE, so '%' and '_' in a prefix are literal
+            stmt = Stmt(
+                f"SELECT agent_id FROM agents WHERE {self.driver.dialect.prefix_range('agent_id')}"
+                " ORDER BY agent_id",
+                (prefix, prefix + "\U0010ffff"),
+                "all",
+            )
+        else:
+            stmt = Stmt("SELECT agent_id FROM agents ORDER BY agent_id", (), "all")
+        return [str(row[0]) for row in await self.driver.fetch(stmt)]
 
     async def descendants(self, agent_id: str) -> list[str]:
         condition = self.driver.dialect.json_array_has("lineage")
 
-        def plan() -> Plan[Any]:
-            return (
-                yield Stmt(
-                    f"SELECT agent_id FROM agents WHERE {condition} ORDER BY created_at_ms, agent_id",
-                    (agent_id,),
-                    "all",
-                )
-            )
-
-        return [str(row[0]) for row in await self.driver.run(plan, write=False)]
+        stmt = Stmt(
+            f"SELECT agent_id FROM agents WHERE {condition} ORDER BY created_at_ms, agent_id",
+            (agent_id,),
+            "all",
+        )
+        return [str(row[0]) for row in await self.driver.fetch(stmt)]
 
     async def totals(self) -> tuple[int, int, int]:
         """(agents, messages, tool calls) across the store."""
 
-        def plan() -> Plan[Any]:
-            return (
-                yield Stmt(
-                    "SELECT (SELECT COUNT(*) FROM agents), (SELECT COUNT(*) FROM messages),"
-                    " (SELECT COUNT(*) FROM tool_calls)",
-                    (),
-                    "one",
-                )
-            )
-
-        row = await self.driver.run(plan, write=False)
+        stmt = Stmt(
+            "SELECT (SELECT COUNT(*) FROM agents), (SELECT COUNT(*) FROM messages),"
+            " (SELECT COUNT(*) FROM tool_calls)",
+            (),
+            "one",
+        )
+        row = await self.driver.fetch(stmt)
         return int(row[0]), int(row[1]), int(row[2])
 
     async def stored_message_count(self, agent_id: str) -> tuple[int, int] | None:
         """(info's message_count, rows in messages) for the consistency check; None without info."""
 
-        def plan() -> Plan[Any]:
-            return (
-                yield Stmt(
-                    "SELECT message_count, (SELECT COUNT(*) FROM messages WHERE agent_id = ?)"
-                    " FROM agents WHERE agent_id = ?",
-                    (agent_id, agent_id),
-                    "one",
-                )
-            )
-
-        row = await self.driver.run(plan, write=False)
+        stmt = Stmt(
+            "SELECT message_count, (SELECT COUNT(*) FROM messages WHERE agent_id = ?)"
+            " FROM agents WHERE agent_id = ?",
+            (agent_id, agent_id),
+            "one",
+        )
+        row = await self.driver.fetch(stmt)
         return None if row is None else (int(row[0]), int(row[1]))
 
     # ---- analyst queries -------------------------------------------------------------------------
 
-    async def _fetch_all(self, stmt: Stmt) -> list[Any]:
-        def plan() -> Plan[Any]:
-            return (yield stmt)
-
-        rows: list[Any] = await self.driver.run(plan, write=False)
-        return rows
-
     async def query_sessions(self, query: SessionQuery) -> list[SessionInfo]:
-        rows = await self._fetch_all(sessions_stmt(self.driver.dialect, query))
+        rows = await self.driver.fetch(sessions_stmt(self.driver.dialect, query))
         return [session_from_row(row) for row in rows]
 
     async def query_messages(self, query: MessageQuery) -> list[MessageRecord]:
-        rows = await self._fetch_all(messages_stmt(self.driver.dialect, query))
+        rows = await self.driver.fetch(messages_stmt(self.driver.dialect, query))
         return [message_from_row(row) for row in rows]
 
     async def query_tool_calls(self, query: ToolCallQuery) -> list[ToolCallRecord]:
-        rows = await self._fetch_all(tool_calls_stmt(self.driver.dialect, query))
+        rows = await self.driver.fetch(tool_calls_stmt(self.driver.dialect, query))
         return [tool_call_from_row(row) for row in rows]
 
     async def aggregate_stats(self, agent_id: str | None) -> AgentStats:
-        stmt = stats_stmt(self.driver.dialect, agent_id)
-
-        def plan() -> Plan[Any]:
-            return (yield stmt)
-
-        return stats_from_row(await self.driver.run(plan, write=False))
+        return stats_from_row(await self.driver.fetch(stats_stmt(self.driver.dialect, agent_id)))
