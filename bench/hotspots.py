@@ -79,7 +79,7 @@ def instrument(store: Any, clock: Clock) -> None:
 
     sqlite_driver._execute = counting_execute
     driver = store._records.driver
-    for name, key in (("_run_sync", "sql in thread"), ("_run_inline", "sql inline")):
+    for name, key in (("_run_in_thread", "sql in thread"), ("_run_inline", "sql inline")):
         if hasattr(driver, name):
             setattr(driver, name, _counted(clock, key, getattr(driver, name)))
     driver.run = _timed_async(clock, "driver.run", driver.run)

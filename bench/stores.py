@@ -73,13 +73,17 @@ async def save_by_calls(store: Any, agent: AgentModels, index: int) -> None:
 
 
 async def save_in_one_call(store: Any, agent: AgentModels, index: int) -> None:
-    """W1 through ``save_turn``: one call per turn."""
+    """W1 through ``save_turn``: one call per turn, carrying what the turn appended (the history
+    and records from where the previous turn's save ended) with the info and the events."""
     turn = agent.turns[index]
+    saved_messages, saved_records = len(agent.history), len(agent.records)
     _advance(agent, turn)
     await store.save_turn(
         agent.agent_id,
-        messages=agent.history,
-        tool_call_records=agent.records,
+        messages=agent.history[saved_messages:],
+        messages_from=saved_messages,
+        tool_call_records=agent.records[saved_records:],
+        tool_call_records_from=saved_records,
         info=agent.info,
         events=turn.events,
     )

@@ -9,11 +9,14 @@ dicts in the SDK's shape, or models where the backend needs to serialise them it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from kodestore.models import AgentInfo, JSONDict, Message, Snapshot, ToolCallRecord
+
+T = TypeVar("T")
+Slice = tuple[Sequence[T], int]  # items of a list from position ``start`` on: (items, start)
 
 HistoryKind = Literal["windows", "compressions", "recovered"]
 
@@ -125,12 +128,15 @@ class RecordBackend(ABC):
     async def save_turn(
         self,
         agent_id: str,
-        messages: Sequence[Message] | None,
-        tool_calls: Sequence[ToolCallRecord] | None,
+        messages: Slice[Message] | None,
+        tool_calls: Slice[ToolCallRecord] | None,
         info: AgentInfo | None,
         now_ms: int,
+        before: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Everything one turn changed, atomically where the backend can."""
+        """Everything one turn changed, atomically where the backend can. ``(items, start)``
+        replaces the stored list from position ``start`` on (``ValueError`` if fewer are stored);
+        ``before`` runs once everything is validated, right before the first write."""
 
     @abstractmethod
     async def save_snapshot(self, agent_id: str, snapshot: Snapshot, now_ms: int) -> None: ...
@@ -181,7 +187,7 @@ class RuntimeFiles(ABC):
     @abstractmethod
     def read_events(
         self, agent_id: str, since_seq: int | None, channel: str | None
-    ) -> AsyncIterator[JSONDict]:
+    ) -> AsyncGenerator[JSONDict, None]:
         """Timeline dicts in append order, only ``bookmark.seq > since_seq``, only ``channel``."""
 
     @abstractmethod

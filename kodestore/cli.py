@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any, NoReturn, TextIO
 
@@ -243,9 +244,11 @@ async def _events(args: argparse.Namespace, out: TextIO) -> int:
     from kodestore.follow import follow_events
 
     async with await open_store(args) as store:
-        async for timeline in follow_events(store, args.agent_id, args.since, args.channel, args.follow):
-            output.emit(out, [timeline.to_dict()], True)
-            out.flush()
+        events = follow_events(store, args.agent_id, args.since, args.channel, args.follow)
+        async with aclosing(events):
+            async for timeline in events:
+                output.emit(out, [timeline.to_dict()], True)
+                out.flush()
     return 0
 
 

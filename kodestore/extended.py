@@ -226,7 +226,7 @@ class ExtendedStore(HumanLoopMixin, QueryableStore):
             info.lineage = [*source.lineage, agent_id]
             info.created_at = ms_to_iso(now_ms())
             info.message_count = len(messages)
-            await self._records.save_turn(new_id, messages, records, info, now_ms())
+            await self._records.save_turn(new_id, (messages, 0), (records, 0), info, now_ms())
             if todos is not None:
                 await self._files.save_todos(new_id, todos)
             created.append(new_id)

@@ -11,7 +11,9 @@ import builtins
 import functools
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
+from contextlib import aclosing
+from itertools import repeat
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from kodestore.backend import AgentRecords, HistoryKind, RecordBackend, RuntimeFiles
@@ -83,7 +85,17 @@ def coerce(model: type[M], value: M | JSONDict, what: str) -> M:
 def coerce_all(model: type[M], values: Sequence[M | JSONDict], what: str) -> list[M]:
     if isinstance(values, (str, bytes, dict)) or not isinstance(values, Sequence):
         raise ValueError(f"{what} must be a list of {model.__name__}")
+    if all(map(isinstance, values, repeat(model))):  # a runtime's models: checked at C speed
+        return list(values)  # type: ignore[arg-type]
     return [coerce(model, value, f"{what}[{index}]") for index, value in enumerate(values)]
+
+
+def check_start(start: int, items: object, what: str, items_name: str) -> None:
+    """A list position: an int >= 0, and 0 unless the list it places is given."""
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise ValueError(f"{what} must be an integer >= 0, got {start!r}")
+    if start and items is None:
+        raise ValueError(f"{what} is {start} but no {items_name} were given")
 
 
 def check_timeline(timeline: Timeline) -> None:
@@ -173,9 +185,17 @@ class Store:
         tool_call_records: Sequence[ToolCallRecord | JSONDict] | None = None,
         info: AgentInfo | JSONDict | None = None,
         events: Sequence[Timeline | JSONDict] = (),
+        messages_from: int = 0,
+        tool_call_records_from: int = 0,
     ) -> None:
         """Everything one turn changed in one call: the events, then one transaction for messages,
         tool calls and info. Equivalent to the separate calls, in less time.
+
+        ``messages_from=n``: ``messages`` is the history from position ``n`` on; the first ``n``
+        stored messages stay as they are (likewise ``tool_call_records_from``). A runtime that
+        passes only what the turn appended (``history[n:]``) makes a call whose cost does not grow
+        with the conversation; a retried call rewrites the same positions, so it changes no message
+        or record (its events, though, are appended again).
 
         Events go first, as a runtime appends them before it saves its info: if the process dies in
         between, the log holds events the info does not point at yet, never a bookmark past the log."""
@@ -183,12 +203,25 @@ class Store:
         record_models = (
             None if tool_call_records is None else coerce_all(ToolCallRecord, tool_call_records, "records")
         )
+        check_start(messages_from, messages, "messages_from", "messages")
+        check_start(tool_call_records_from, tool_call_records, "tool_call_records_from", "tool_call_records")
         info_model = None if info is None else self._checked_info(agent_id, info)
         timelines = coerce_all(Timeline, events, "events")
         for timeline in timelines:
             check_timeline(timeline)
-        await self._files.append_events(agent_id, *(timeline.to_dict() for timeline in timelines))
-        await self._records.save_turn(agent_id, message_models, record_models, info_model, now_ms())
+        lines = [timeline.to_dict() for timeline in timelines]
+
+        async def append_events() -> None:
+            await self._files.append_events(agent_id, *lines)
+
+        await self._records.save_turn(
+            agent_id,
+            None if message_models is None else (message_models, messages_from),
+            None if record_models is None else (record_models, tool_call_records_from),
+            info_model,
+            now_ms(),
+            before=append_events if lines else None,
+        )
         if info_model is not None:
             await self._files.revive(agent_id)
 
@@ -215,7 +248,7 @@ class Store:
         agent_id: str,
         since: Bookmark | JSONDict | int | None = None,
         channel: str | None = None,
-    ) -> AsyncIterator[Timeline]:
+    ) -> AsyncGenerator[Timeline, None]:
         """Events in append order; ``since`` keeps only ``seq > since.seq``; streams any log length.
 
         Arguments are checked here, when called, not when iteration starts."""
@@ -234,11 +267,12 @@ class Store:
 
     async def _stream_events(
         self, agent_id: str, since_seq: int | None, channel: str | None
-    ) -> AsyncIterator[Timeline]:
+    ) -> AsyncGenerator[Timeline, None]:
         started = time.perf_counter()
         try:
-            async for data in self._files.read_events(agent_id, since_seq, channel):
-                yield Timeline.from_dict(data)
+            async with aclosing(self._files.read_events(agent_id, since_seq, channel)) as events:
+                async for data in events:
+                    yield Timeline.from_dict(data)
         finally:
             self.metrics.record("loads", (time.perf_counter() - started) * 1000)
 

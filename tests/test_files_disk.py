@@ -13,6 +13,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from kodestore import SqliteStore
 from kodestore.errors import AgentDeleted, InvalidAgentId, SerializationError, StorageError
 from kodestore.files.disk import DiskFiles
 
@@ -238,3 +239,31 @@ async def test_agent_ids_that_could_escape_are_refused(files: DiskFiles) -> None
     for bad in ("../x", "..", "a/b"):
         with pytest.raises(InvalidAgentId):
             await files.save_todos(bad, {})
+
+
+def _times_open(path: Path) -> int:
+    """How many of this process's descriptors point at ``path`` right now."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+        except OSError:  # the descriptor listdir itself used, already closed
+            continue
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to list open files")
+async def test_a_read_stopped_early_closes_the_log_when_closed(tmp_path: Path) -> None:
+    """Closing the store's event iterator mid-way closes the file before ``aclose`` returns, not when
+    the garbage collector and the event loop get round to the nested generators (a leaked file, and a
+    ResourceWarning, when the loop ends first)."""
+    async with SqliteStore(tmp_path / "agents.db", tmp_path / "files") as store:
+        for seq in range(5):
+            await store.append_event("a", timeline(seq))
+        log = tmp_path / "files" / "a" / "events.jsonl"
+        open_before = _times_open(log)
+        reader = store.read_events("a", since=1)
+        assert (await anext(reader)).bookmark.seq == 2
+        assert _times_open(log) == open_before + 1
+        await reader.aclose()
+        assert _times_open(log) == open_before

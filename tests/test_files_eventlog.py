@@ -315,6 +315,19 @@ async def test_reads_stay_correct_without_index_and_the_index_is_rebuilt(tmp_pat
     assert log.log.bytes_read - before <= 2 * INDEX_INTERVAL
 
 
+async def test_a_new_log_empties_a_stale_index_and_never_creates_one(tmp_path: Path) -> None:
+    log, _ = await _write_indexed_log(tmp_path / "a")
+    assert log.index_path.stat().st_size > 0
+    log.log.path.unlink()  # the log goes, its index stays behind
+    await log.append(timeline(0))
+    assert log.index_path.stat().st_size == 0
+    assert await seqs_of(log, -1) == [0]
+
+    fresh = EventLog(tmp_path / "b")
+    await fresh.append(timeline(0))
+    assert not fresh.index_path.exists()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "mid-line", "past-eof"])
 async def test_reads_stay_correct_with_a_damaged_index(tmp_path: Path, damage: str) -> None:
     log, seqs = await _write_indexed_log(tmp_path / "a")
@@ -417,8 +430,55 @@ async def test_open_descriptors_are_bounded(tmp_path: Path) -> None:
     assert open_fds() == before
 
 
+class FakeLog:
+    def __init__(self) -> None:
+        self.busy = False
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+async def test_eviction_closes_the_oldest_idle_log_and_spares_busy_ones(tmp_path: Path) -> None:
+    cache = LogCache(lambda path: FakeLog(), max_open=2)
+    a, b = cache.get(tmp_path / "a"), cache.get(tmp_path / "b")
+    a.busy = True
+    c = cache.get(tmp_path / "c")  # a is older but busy: b goes
+    assert (a.closed, b.closed, c.closed) == (False, True, False)
+    a.busy = False
+    assert cache.get(tmp_path / "a") is a  # now the most recently used
+    cache.get(tmp_path / "d")
+    assert (a.closed, c.closed) == (False, True)
+    await cache.close()
+    assert a.closed
+
+
+async def test_a_partial_write_is_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
+    calls = 0
+
+    def short_first(fd: int, data: Any) -> int:
+        nonlocal calls
+        calls += 1
+        return real_write(fd, bytes(data)[:7] if calls == 1 else data)
+
+    log = EventLog(tmp_path / "a")
+    monkeypatch.setattr(os, "write", short_first)
+    await log.append(timeline(0), timeline(1))
+    monkeypatch.setattr(os, "write", real_write)
+    assert calls == 2 and file_seqs(log.log.path) == [0, 1]
+
+
 async def test_a_line_with_a_newline_is_refused(tmp_path: Path) -> None:
     log = AppendLog(tmp_path / "x.jsonl")
     with pytest.raises(ValueError, match="newline"):
         await log.append([b"{}", b"a\nb"])
+    with pytest.raises(ValueError, match="newline"):
+        await log.append([b"{}\n"])
     assert not log.path.exists()
+    await log.append([b"{}", b"[]"])
+    assert log.path.read_bytes() == b"{}\n[]\n"
+    await log.aclose()

@@ -73,7 +73,7 @@ async def test_saves_need_info(records: JsonRecords, tmp_path: Path) -> None:
     with pytest.raises(AgentNotFound):
         await records.save_snapshot("a", snapshot("s1"), NOW)
     with pytest.raises(AgentNotFound):
-        await records.save_turn("a", messages(1), None, None, NOW)
+        await records.save_turn("a", (messages(1), 0), None, None, NOW)
     assert list(tmp_path.iterdir()) == []
     assert (await records.load_info("a"), await records.exists("a")) == (None, False)
     assert (await records.load_messages("a"), await records.load_tool_calls("a")) == ([], [])
@@ -106,7 +106,7 @@ async def test_tool_calls_are_stored_without_agent_id(records: JsonRecords, tmp_
 
 
 async def test_save_turn_writes_info_then_messages_then_tool_calls(records: JsonRecords) -> None:
-    await records.save_turn("a", messages(2), [tool_call("t1")], info(message_count=0), NOW)
+    await records.save_turn("a", (messages(2), 0), ([tool_call("t1")], 0), info(message_count=0), NOW)
     loaded = await records.load_info("a")
     assert loaded is not None and loaded["messageCount"] == 2  # the messages' save came after the info
     assert len(await records.load_messages("a")) == 2
@@ -141,7 +141,7 @@ async def test_list_agents_by_prefix(records: JsonRecords, tmp_path: Path) -> No
 @pytest.mark.parametrize("records_first", [True, False])
 async def test_deleting_both_halves_leaves_only_the_tombstone(tmp_path: Path, records_first: bool) -> None:
     records, files = JsonRecords(tmp_path), DiskFiles(tmp_path)
-    await records.save_turn("a", messages(1), [tool_call("t1")], info(), NOW)
+    await records.save_turn("a", (messages(1), 0), ([tool_call("t1")], 0), info(), NOW)
     await records.save_snapshot("a", snapshot("s1"), NOW)
     await files.append_events("a", {"cursor": 1, "bookmark": {"seq": 1, "timestamp": 1}, "event": {}})
     await files.save_todos("a", {"todos": []})
@@ -159,7 +159,7 @@ async def test_deleting_both_halves_leaves_only_the_tombstone(tmp_path: Path, re
 
 
 async def test_files_are_owner_only_and_whole(records: JsonRecords, tmp_path: Path) -> None:
-    await records.save_turn("a", messages(2), [tool_call("t1")], info(), NOW)
+    await records.save_turn("a", (messages(2), 0), ([tool_call("t1")], 0), info(), NOW)
     await records.save_snapshot("a", snapshot("s1"), NOW)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == ["info.json", "messages.json", "snapshots.json", "tool-calls.json"]

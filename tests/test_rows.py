@@ -20,10 +20,10 @@ def built() -> tuple[AppendedRows[object], list[int]]:
 def test_appending_builds_only_the_new_items() -> None:
     rows, calls = built()
     history = [sample_message(i) for i in range(4)]
-    first = rows.rows("a", history)
+    first, _ = rows.rows("a", history)
     history += [sample_message(4), sample_message(5)]
-    second = rows.rows("a", history)
-    assert calls == [0, 4]
+    second, extends = rows.rows("a", history)
+    assert calls == [0, 4] and extends is first
     assert second[:4] == first and [r.seq for r in second] == list(range(6))
     assert second == message_rows(history)
 
@@ -33,8 +33,8 @@ def test_an_edit_in_place_or_a_removal_rebuilds_everything() -> None:
     history = [sample_message(i) for i in range(3)]
     rows.rows("a", history)
     history[1].content[0]["text"] = "edited in place"  # the same objects, mutated
-    assert rows.rows("a", history) == message_rows(history)
-    assert rows.rows("a", history[:2]) == message_rows(history[:2])
+    assert rows.rows("a", history) == (message_rows(history), None)
+    assert rows.rows("a", history[:2]) == (message_rows(history[:2]), None)
     assert calls == [0, 0, 0]
 
 

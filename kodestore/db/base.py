@@ -1,9 +1,9 @@
 """The narrow interface between the shared SQL logic and a database driver.
 
-Store logic is written once, as *plans*: generators that yield ``Stmt`` objects and receive each
-statement's result. A driver runs a whole plan inside one transaction — SQLite in its own thread
-(one hop for the whole plan), Postgres on a pooled async connection — so the logic never knows
-which database it talks to, and a driver holds only what truly differs.
+Store logic is written once, as *plans*: generators that yield ``Stmt`` (or ``Batch``) objects and
+receive each result. A driver runs a whole plan inside one transaction — SQLite on one connection
+(in its thread, or inline for light writes), Postgres on a pooled async connection — so the logic
+never knows which database it talks to, and a driver holds only what truly differs.
 """
 
 from __future__ import annotations
@@ -33,7 +33,15 @@ class Stmt:
     many: bool = False
 
 
-Plan = Generator[Stmt, Any, T]
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Statements sent together, without waiting for each result: one round trip on a driver that
+    pipelines (Postgres). The plan receives the list of their results."""
+
+    stmts: tuple[Stmt, ...]
+
+
+Plan = Generator[Stmt | Batch, Any, T]
 PlanFactory = Callable[[], Plan[T]]
 
 
@@ -104,8 +112,11 @@ class SqlDriver(ABC):
     async def schema_status(self) -> SchemaStatus: ...
 
     @abstractmethod
-    async def run(self, plan: PlanFactory[T], *, write: bool) -> T:
-        """Run ``plan()`` in one transaction; commit if it returns, roll back if it raises."""
+    async def run(self, plan: PlanFactory[T], *, write: bool, light: bool = False) -> T:
+        """Run ``plan()`` in one transaction; commit if it returns, roll back if it raises.
+
+        ``light``: the plan writes a few rows (one turn's save), so a driver may run it on the
+        calling thread when that is cheaper than handing it to another."""
 
     async def fetch(self, stmt: Stmt, *, write: bool = False) -> Any:
         """What one statement fetched, run as a plan of its own (one transaction)."""

@@ -27,7 +27,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from kodestore.config import PostgresOptions, redact_dsn
-from kodestore.db.base import PlanFactory, SqlDriver, Stmt, T
+from kodestore.db.base import Batch, Plan, PlanFactory, SqlDriver, Stmt, T
 from kodestore.db.migrations import SchemaStatus, migrate_plan, status_plan
 from kodestore.db.pg_dialect import PostgresDialect
 from kodestore.db.pg_errors import translate
@@ -212,7 +212,7 @@ class PostgresDriver(SqlDriver):
             raise
         return pool
 
-    def _schema_plan(self) -> Generator[Stmt, Any, tuple[int, ...]]:
+    def _schema_plan(self) -> Plan[tuple[int, ...]]:
         """Create the schema if missing, then apply pending migrations, under the migration lock."""
         yield self.dialect.migration_lock()
         found = yield Stmt("SELECT 1 FROM pg_namespace WHERE nspname = ?", (self.options.schema,), "one")
@@ -227,7 +227,7 @@ class PostgresDriver(SqlDriver):
 
     # ---- plans -----------------------------------------------------------------------------------
 
-    async def run(self, plan: PlanFactory[T], *, write: bool) -> T:
+    async def run(self, plan: PlanFactory[T], *, write: bool, light: bool = False) -> T:
         """One transaction; run again, on another connection, when the first one died before COMMIT.
 
         A connection can die between its checkout check and its first statement (a restart, a
@@ -292,7 +292,10 @@ class PostgresDriver(SqlDriver):
                         committing = True  # leaving the block commits
                         value: T = done.value
                         return value
-                    result = await _execute(cursor, stmt)
+                    if isinstance(stmt, Batch):
+                        result = await _execute_batch(conn, stmt, self._owns_pool)
+                    else:
+                        result = await _execute(cursor, stmt)
         except psycopg.Error as exc:
             if conn.broken and not committing:
                 raise _RolledBack(exc) from exc
@@ -336,7 +339,7 @@ class PostgresDriver(SqlDriver):
         """Applied and pending migrations; read-only (``kodestore init --check`` opens with
         ``migrate=False``)."""
 
-        def plan() -> Generator[Stmt, Any, SchemaStatus]:
+        def plan() -> Plan[SchemaStatus]:
             return (yield from status_plan(self.dialect))
 
         return await self.run(plan, write=False)
@@ -355,6 +358,31 @@ def _quiet(conn: Connection) -> bool:
     except (OSError, ValueError, psycopg.Error):
         return False
     return not readable
+
+
+async def _execute_batch(conn: Connection, batch: Batch, own_connection: bool) -> list[Any]:
+    """Every statement of ``batch`` sent in one pipeline: one round trip, then each result."""
+    cursors = []
+    async with conn.pipeline():
+        for stmt in batch.stmts:
+            cursor = conn.cursor()
+            if not own_connection:
+                install_text_codec(cursor.adapters)  # as in ``_run_on``: a caller's connection
+            if stmt.many:
+                await cursor.executemany(render(stmt.sql), stmt.params)
+            else:
+                await cursor.execute(render(stmt.sql), stmt.params)
+            cursors.append(cursor)
+    results: list[Any] = []
+    for cursor, stmt in zip(cursors, batch.stmts, strict=True):
+        if stmt.fetch == "one":
+            results.append(await cursor.fetchone())
+        elif stmt.fetch == "all":
+            results.append(await cursor.fetchall())
+        else:
+            results.append(None)
+        await cursor.close()
+    return results
 
 
 async def _execute(cursor: AsyncCursor[TupleRow], stmt: Stmt) -> Any:

@@ -1,21 +1,26 @@
 """Agent info, messages, tool calls and snapshots in SQL: the logic, written once for every dialect.
 
 Saves are diffs. Each agent row carries a random version token per collection, changed by every save;
-a writer keeps the row hashes it last wrote under that token, so a new turn reads one small row,
-writes only the new or changed rows, and never rewrites the history. When another process saved in
-between, the token differs and the writer reloads the stored hashes first.
+a writer keeps the row hashes it last wrote under that token, so a new turn writes only the new or
+changed rows and never rewrites the history. The diff is computed before the transaction, against
+those hashes, and applied only if the tokens still match: the statement that updates the agent's row
+(its info, counts and new tokens) carries the old tokens in its ``WHERE``, so a turn is that one
+statement plus the inserts, as few as a hand-written save. When another process saved in between,
+the tokens differ, nothing is updated, and the same transaction reads the stored hashes and diffs
+again.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from kodestore.backend import AgentRecords, RecordBackend
-from kodestore.db.base import Plan, SqlDriver, Stmt
+from kodestore.backend import AgentRecords, RecordBackend, Slice
+from kodestore.db.base import Batch, Plan, SqlDriver, Stmt
 from kodestore.db.queries import (
     MessageQuery,
     SessionQuery,
@@ -56,16 +61,22 @@ from kodestore.models import (
 from kodestore.validation import ms_to_iso
 
 K = TypeVar("K")
+R = TypeVar("R")
 
 _CACHE_AGENTS = 2048
+LIGHT_ROWS = 64  # a save writing at most this many rows from a known state is light (see SqlDriver.run)
 
 
 @dataclass(frozen=True, slots=True)
 class _Stored(Generic[K]):
-    """What one collection of one agent holds, as last seen: key -> (hash, created_at)."""
+    """What one collection of one agent holds, as last seen: key -> (hash, created_at).
+
+    ``source``: the rows list saved to reach this state, when a save did; a next list of rows that
+    extends that very list (``AppendedRows``) only needs its new rows compared."""
 
     version: int
     rows: dict[K, tuple[bytes, int]]
+    source: Sequence[Any] | None = None
 
 
 class _VersionedCache(Generic[K]):
@@ -81,8 +92,18 @@ class _VersionedCache(Generic[K]):
         self._entries.move_to_end(agent_id)
         return entry.rows
 
-    def put(self, agent_id: str, version: int, rows: dict[K, tuple[bytes, int]]) -> None:
-        self._entries[agent_id] = _Stored(version, rows)
+    def latest(self, agent_id: str) -> _Stored[K] | None:
+        """What this process last saw stored, whatever the stored token is now."""
+        return self._entries.get(agent_id)
+
+    def put(
+        self,
+        agent_id: str,
+        version: int,
+        rows: dict[K, tuple[bytes, int]],
+        source: Sequence[Any] | None = None,
+    ) -> None:
+        self._entries[agent_id] = _Stored(version, rows, source)
         self._entries.move_to_end(agent_id)
         while len(self._entries) > _CACHE_AGENTS:
             self._entries.popitem(last=False)
@@ -175,6 +196,89 @@ class _ImportRows:
     side_rows: dict[str, list[tuple[Any, ...]]]
 
 
+@dataclass(frozen=True, slots=True)
+class Tail(Generic[R]):
+    """Rows of a list from position ``start`` on (``rows[i]`` is at ``start + i``); the stored rows
+    before ``start`` stay. ``whole``: every row of the list, when the caller gave all of it;
+    ``extends``: the rows of the previous save that the list begins with (``AppendedRows``)."""
+
+    rows: Sequence[R]
+    start: int = 0
+    whole: Sequence[R] | None = None
+    extends: Sequence[R] | None = None
+
+    @property
+    def end(self) -> int:
+        """The list's length: where the stored rows end after the save."""
+        return self.start + len(self.rows)
+
+    def after(self, known: _Stored[Any]) -> Tail[R]:
+        """Only the rows past ``known``'s, when the list extends the very rows that led to it."""
+        count = len(known.rows)
+        if self.extends is None or known.source is not self.extends or len(self.rows) < count:
+            return self
+        return Tail(self.rows[count:], count, self.whole)
+
+
+@dataclass(frozen=True, slots=True)
+class _Change(Generic[K]):
+    """One collection's diff against the state stored under token ``expected``."""
+
+    expected: int
+    version: int  # the token this save sets
+    writes: list[Stmt]
+    rows: dict[K, tuple[bytes, int]]  # the state after the writes, for the cache
+    tail: Tail[Any]  # what was saved
+
+    @property
+    def cached(self) -> tuple[int, dict[K, tuple[bytes, int]], Sequence[Any] | None]:
+        """What the cache holds once the change is committed."""
+        return self.version, self.rows, self.tail.whole
+
+
+@lru_cache(maxsize=64)
+def _guarded_update_sql(columns: tuple[str, ...], guards: tuple[str, ...]) -> str:
+    assignments = ", ".join(f"{column} = ?" for column in columns)
+    conditions = "".join(f" AND {guard} = ?" for guard in guards)
+    return f"UPDATE agents SET {assignments} WHERE agent_id = ?{conditions} RETURNING agent_id"
+
+
+def _guarded_update(
+    agent_id: str,
+    now_ms: int,
+    info: InfoRow | None,
+    messages: _Change[int] | None,
+    tool_calls: _Change[str] | None,
+) -> Stmt:
+    """One ``UPDATE`` of the agent's row: its info, message count and new version tokens, only
+    where the tokens are still those the changes were diffed against; it returns no row otherwise
+    (or when the agent has no row)."""
+    columns: dict[str, Any] = {}
+    guards: dict[str, int] = {}
+    if info is not None:
+        columns.update(
+            template_id=info.template_id,
+            created_at_ms=info.created_at_ms,
+            message_count=info.message_count,
+            metadata=info.metadata,
+            lineage=info.lineage,
+            info=info.info,
+        )
+    if messages is not None:
+        columns["message_count"] = messages.tail.end
+        columns["messages_version"] = messages.version
+        guards["messages_version"] = messages.expected
+    if tool_calls is not None:
+        columns["tool_calls_version"] = tool_calls.version
+        guards["tool_calls_version"] = tool_calls.expected
+    columns["updated_at_ms"] = now_ms
+    return Stmt(
+        _guarded_update_sql(tuple(columns), tuple(guards)),
+        (*columns.values(), agent_id, *guards.values()),
+        "one",
+    )
+
+
 def save_info_plan(row: InfoRow, now_ms: int) -> Plan[None]:
     """Update the agent's row; only when there is none, check the tombstone, then insert.
 
@@ -202,20 +306,97 @@ def save_info_plan(row: InfoRow, now_ms: int) -> Plan[None]:
     yield Stmt(_UPSERT_INFO, (row.agent_id, *columns))
 
 
-def _moved_messages(
-    stored: dict[int, tuple[bytes, int]], rows: Sequence[MessageRow]
-) -> dict[bytes, list[int]]:
-    """First-save times of stored messages that left their position, by content hash, oldest first.
+def _moved_messages(stored: dict[int, tuple[bytes, int]], tail: Tail[MessageRow]) -> dict[bytes, list[int]]:
+    """First-save times of stored messages from ``tail.start`` on that left their position, by
+    content hash, oldest first.
 
     A message that moved (the history was compacted or edited before it) keeps its first-save time;
     each stored message lends its time once, and one still in place lends none, so a new message
     that repeats an earlier one is new."""
     moved: dict[bytes, list[int]] = {}
-    for seq in sorted(stored):
+    rows, start = tail.rows, tail.start
+    for seq in sorted(seq for seq in stored if seq >= start):
         digest, created = stored[seq]
-        if seq >= len(rows) or rows[seq].hash != digest:
+        if seq - start >= len(rows) or rows[seq - start].hash != digest:
             moved.setdefault(digest, []).append(created)
     return moved
+
+
+def _message_writes(
+    agent_id: str, stored: dict[int, tuple[bytes, int]], tail: Tail[MessageRow], now_ms: int
+) -> tuple[list[Stmt], dict[int, tuple[bytes, int]]]:
+    """The statements that make the stored history ``stored[:start] + tail``, and the state after.
+
+    A tail that starts after everything stored (a history that only grew) is all new: nothing is
+    compared, nothing moved, and the stored state is copied at C speed."""
+    appended = tail.start >= len(stored)
+    moved: dict[bytes, list[int]] | None = {} if appended else None
+    new_rows = dict(stored) if appended else {s: v for s, v in stored.items() if s < tail.start}
+    upserts = []
+    for row in tail.rows:
+        old = stored.get(row.seq)
+        if old is not None and old[0] == row.hash:
+            new_rows[row.seq] = old
+            continue
+        if moved is None:
+            moved = _moved_messages(stored, tail)
+        same = moved.get(row.hash)
+        created = same.pop(0) if same else now_ms
+        new_rows[row.seq] = (row.hash, created)
+        upserts.append(_message_params(agent_id, row, created))
+    writes = [Stmt(_UPSERT_MESSAGE, upserts, many=True)] if upserts else []
+    if len(stored) > tail.end:
+        writes.append(Stmt("DELETE FROM messages WHERE agent_id = ? AND seq >= ?", (agent_id, tail.end)))
+    return writes, new_rows
+
+
+def _tool_call_writes(
+    agent_id: str, stored: dict[str, tuple[bytes, int]], tail: Tail[ToolCallRow]
+) -> tuple[list[Stmt], dict[str, tuple[bytes, int]]]:
+    """The statements that make the stored records those at positions below ``tail.start``, then
+    ``tail``; and the state after them (id -> (hash, position))."""
+    appended = tail.start >= len(stored)
+    kept = dict(stored) if appended else {i: v for i, v in stored.items() if v[1] < tail.start}
+    new_rows = dict(kept)
+    _check_kept_ids(kept, tail)
+    upserts = []
+    for row in tail.rows:
+        new_rows[row.id] = (row.hash, row.position)
+        old = stored.get(row.id)
+        if old is None or old[0] != row.hash:
+            upserts.append(_tool_call_params(agent_id, row))
+    writes = []
+    removed = [] if appended else [(agent_id, key) for key in stored if key not in new_rows]
+    if removed:
+        writes.append(Stmt("DELETE FROM tool_calls WHERE agent_id = ? AND id = ?", removed, many=True))
+    if upserts:
+        writes.append(Stmt(_UPSERT_TOOL_CALL, upserts, many=True))
+    return writes, new_rows
+
+
+def _check_kept_ids(kept: dict[str, tuple[bytes, int]], tail: Tail[ToolCallRow]) -> None:
+    """No record of ``tail`` may reuse the id of one kept before it (id -> (hash, position))."""
+    for row in tail.rows:
+        if row.id in kept:
+            raise ValueError(
+                f"records[{row.position - tail.start}]: tool call id {row.id!r} is already stored at"
+                f" position {kept[row.id][1]}"
+            )
+
+
+def _check_start(tail: Tail[Any], stored: int, what: str) -> None:
+    if tail.start > stored:
+        raise ValueError(
+            f"{what} start at position {tail.start}, but {stored} are stored: the ones in between are missing"
+        )
+
+
+class _Stale(Exception):
+    """The guarded update found other version tokens: the diff is void, its transaction undone."""
+
+
+def _rows_written(writes: list[Stmt]) -> int:
+    return sum(len(stmt.params) if stmt.many else 1 for stmt in writes)
 
 
 class SqlRecords(RecordBackend):
@@ -238,8 +419,7 @@ class SqlRecords(RecordBackend):
     # ---- info ------------------------------------------------------------------------------------
 
     async def save_info(self, info: AgentInfo, now_ms: int) -> None:
-        row = info_row(info)
-        await self.driver.run(lambda: save_info_plan(row, now_ms), write=True)
+        await self._save(info.agent_id, now_ms, info=info_row(info))
 
     async def load_info(self, agent_id: str) -> JSONDict | None:
         stmt = Stmt("SELECT info, message_count FROM agents WHERE agent_id = ?", (agent_id,), "one")
@@ -260,7 +440,7 @@ class SqlRecords(RecordBackend):
             raise AgentNotFound(f"agent {agent_id!r} has no info; save_info first")
         return int(row[0])
 
-    def replace_messages_plan(self, agent_id: str, rows: Sequence[MessageRow], now_ms: int) -> Plan[None]:
+    def _stored_messages(self, agent_id: str) -> Plan[dict[int, tuple[bytes, int]]]:
         version = yield from self._lock_agent(agent_id, "messages_version")
         stored = self._messages.get(agent_id, version)
         if stored is None:
@@ -268,38 +448,37 @@ class SqlRecords(RecordBackend):
                 "SELECT seq, hash, created_at FROM messages WHERE agent_id = ?", (agent_id,), "all"
             )
             stored = {int(seq): (bytes(h), int(created)) for seq, h, created in found}
-        moved = None
-        upserts = []
-        new_rows: dict[int, tuple[bytes, int]] = {}
-        for row in rows:
-            old = stored.get(row.seq)
-            if old is not None and old[0] == row.hash:
-                new_rows[row.seq] = old
-                continue
-            if moved is None:
-                moved = _moved_messages(stored, rows)
-            same = moved.get(row.hash)
-            created = same.pop(0) if same else now_ms
-            new_rows[row.seq] = (row.hash, created)
-            upserts.append(_message_params(agent_id, row, created))
-        if upserts:
-            yield Stmt(_UPSERT_MESSAGE, upserts, many=True)
-        if len(stored) > len(rows):
-            yield Stmt("DELETE FROM messages WHERE agent_id = ? AND seq >= ?", (agent_id, len(rows)))
+        return stored
+
+    def replace_messages_plan(self, agent_id: str, tail: Tail[MessageRow], now_ms: int) -> Plan[None]:
+        """Diff against what is stored now (the row locked, its hashes read unless cached)."""
+        stored = yield from self._stored_messages(agent_id)
+        _check_start(tail, len(stored), "messages")
+        writes, new_rows = _message_writes(agent_id, stored, tail, now_ms)
+        yield from writes
         new_version = _new_version()
         yield Stmt(
             "UPDATE agents SET message_count = ?, messages_version = ?, updated_at_ms = ? WHERE agent_id = ?",
-            (len(rows), new_version, now_ms, agent_id),
+            (tail.end, new_version, now_ms, agent_id),
         )
-        self._messages.put(agent_id, new_version, new_rows)
+        self._messages.put(agent_id, new_version, new_rows, tail.whole)
+
+    def _message_change(self, agent_id: str, tail: Tail[MessageRow], now_ms: int) -> _Change[int] | None:
+        known = self._messages.latest(agent_id)
+        if known is None or tail.start > len(known.rows):
+            return None  # nothing known, or another process stored more since: ask the database
+        tail = tail.after(known)
+        writes, new_rows = _message_writes(agent_id, known.rows, tail, now_ms)
+        return _Change(known.version, _new_version(), writes, new_rows, tail)
 
     async def save_messages(self, agent_id: str, messages: Sequence[Message], now_ms: int) -> None:
-        rows = self._message_rows.rows(agent_id, messages)
-        try:
-            await self.driver.run(lambda: self.replace_messages_plan(agent_id, rows, now_ms), write=True)
-        except BaseException:
-            self._messages.forget(agent_id)
-            raise
+        await self._save(agent_id, now_ms, messages=self._message_tail(agent_id, messages, 0))
+
+    def _message_tail(self, agent_id: str, messages: Sequence[Message], start: int) -> Tail[MessageRow]:
+        if start:
+            return Tail(message_rows(messages, base=start), start)
+        rows, extends = self._message_rows.rows(agent_id, messages)
+        return Tail(rows, 0, rows, extends)
 
     async def load_messages(self, agent_id: str) -> list[JSONDict]:
         stmt = Stmt(
@@ -311,38 +490,43 @@ class SqlRecords(RecordBackend):
 
     # ---- tool calls ------------------------------------------------------------------------------
 
-    def replace_tool_calls_plan(self, agent_id: str, rows: Sequence[ToolCallRow], now_ms: int) -> Plan[None]:
+    def replace_tool_calls_plan(self, agent_id: str, tail: Tail[ToolCallRow], now_ms: int) -> Plan[None]:
+        """Diff against what is stored now (the row locked, its hashes read unless cached)."""
         version = yield from self._lock_agent(agent_id, "tool_calls_version")
         stored = self._tool_calls.get(agent_id, version)
         if stored is None:
-            found = yield Stmt("SELECT id, hash FROM tool_calls WHERE agent_id = ?", (agent_id,), "all")
-            stored = {str(i): (bytes(h), 0) for i, h in found}
-        upserts = []
-        new_rows: dict[str, tuple[bytes, int]] = {}
-        for row in rows:
-            new_rows[row.id] = (row.hash, 0)
-            old = stored.get(row.id)
-            if old is None or old[0] != row.hash:
-                upserts.append(_tool_call_params(agent_id, row))
-        removed = [(agent_id, key) for key in stored if key not in new_rows]
-        if removed:
-            yield Stmt("DELETE FROM tool_calls WHERE agent_id = ? AND id = ?", removed, many=True)
-        if upserts:
-            yield Stmt(_UPSERT_TOOL_CALL, upserts, many=True)
+            found = yield Stmt(
+                "SELECT id, hash, position FROM tool_calls WHERE agent_id = ?", (agent_id,), "all"
+            )
+            stored = {str(i): (bytes(h), int(position)) for i, h, position in found}
+        _check_start(tail, len(stored), "records")
+        writes, new_rows = _tool_call_writes(agent_id, stored, tail)
+        yield from writes
         new_version = _new_version()
         yield Stmt(
             "UPDATE agents SET tool_calls_version = ?, updated_at_ms = ? WHERE agent_id = ?",
             (new_version, now_ms, agent_id),
         )
-        self._tool_calls.put(agent_id, new_version, new_rows)
+        self._tool_calls.put(agent_id, new_version, new_rows, tail.whole)
+
+    def _tool_call_change(self, agent_id: str, tail: Tail[ToolCallRow]) -> _Change[str] | None:
+        known = self._tool_calls.latest(agent_id)
+        if known is None or tail.start > len(known.rows):
+            return None
+        tail = tail.after(known)
+        writes, new_rows = _tool_call_writes(agent_id, known.rows, tail)
+        return _Change(known.version, _new_version(), writes, new_rows, tail)
 
     async def save_tool_calls(self, agent_id: str, records: Sequence[ToolCallRecord], now_ms: int) -> None:
-        rows = self._tool_call_rows.rows(agent_id, records)
-        try:
-            await self.driver.run(lambda: self.replace_tool_calls_plan(agent_id, rows, now_ms), write=True)
-        except BaseException:
-            self._tool_calls.forget(agent_id)
-            raise
+        await self._save(agent_id, now_ms, tool_calls=self._tool_call_tail(agent_id, records, 0))
+
+    def _tool_call_tail(
+        self, agent_id: str, records: Sequence[ToolCallRecord], start: int
+    ) -> Tail[ToolCallRow]:
+        if start:
+            return Tail(tool_call_rows(records, base=start), start)
+        rows, extends = self._tool_call_rows.rows(agent_id, records)
+        return Tail(rows, 0, rows, extends)
 
     async def load_tool_calls(self, agent_id: str) -> list[JSONDict]:
         stmt = Stmt("SELECT record FROM tool_calls WHERE agent_id = ? ORDER BY position", (agent_id,), "all")
@@ -353,30 +537,96 @@ class SqlRecords(RecordBackend):
     async def save_turn(
         self,
         agent_id: str,
-        messages: Sequence[Message] | None,
-        tool_calls: Sequence[ToolCallRecord] | None,
+        messages: Slice[Message] | None,
+        tool_calls: Slice[ToolCallRecord] | None,
         info: AgentInfo | None,
         now_ms: int,
+        before: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Messages, tool calls and info of one turn, committed together (one round trip on SQLite)."""
-        info_data = None if info is None else info_row(info)
-        message_data = None if messages is None else self._message_rows.rows(agent_id, messages)
-        tool_call_data = None if tool_calls is None else self._tool_call_rows.rows(agent_id, tool_calls)
+        """Messages, tool calls and info of one turn, committed together; ``before`` runs once the
+        turn is validated and diffed, right before its transaction."""
+        await self._save(
+            agent_id,
+            now_ms,
+            info=None if info is None else info_row(info),
+            messages=None if messages is None else self._message_tail(agent_id, *messages),
+            tool_calls=None if tool_calls is None else self._tool_call_tail(agent_id, *tool_calls),
+            before=before,
+        )
 
-        def plan() -> Plan[None]:
-            if info_data is not None:
-                yield from save_info_plan(info_data, now_ms)
-            if message_data is not None:
-                yield from self.replace_messages_plan(agent_id, message_data, now_ms)
-            if tool_call_data is not None:
-                yield from self.replace_tool_calls_plan(agent_id, tool_call_data, now_ms)
+    async def _save(
+        self,
+        agent_id: str,
+        now_ms: int,
+        *,
+        info: InfoRow | None = None,
+        messages: Tail[MessageRow] | None = None,
+        tool_calls: Tail[ToolCallRow] | None = None,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Every save: diffed against the cached state first, then applied by one guarded update
+        of the agent's row and the writes; diffed again, in the same transaction, if that finds the
+        stored state changed (or nothing was cached)."""
+        message_change = None if messages is None else self._message_change(agent_id, messages, now_ms)
+        tool_call_change = None if tool_calls is None else self._tool_call_change(agent_id, tool_calls)
+        changes = [change for change in (message_change, tool_call_change) if change is not None]
+        known = (messages is None) == (message_change is None) and (tool_calls is None) == (
+            tool_call_change is None
+        )
+        if before is not None:
+            if not known:
+                await self._check_starts(agent_id, messages, tool_calls)
+            await before()
+
+        def diffed() -> Plan[None]:
+            """The guarded update and the writes, sent together; rolled back if the guard failed."""
+            update = _guarded_update(agent_id, now_ms, info, message_change, tool_call_change)
+            results = yield Batch((update, *(stmt for change in changes for stmt in change.writes)))
+            if results[0] is None:
+                raise _Stale
+            if message_change is not None:
+                self._messages.put(agent_id, *message_change.cached)
+            if tool_call_change is not None:
+                self._tool_calls.put(agent_id, *tool_call_change.cached)
+
+        def diffed_again() -> Plan[None]:
+            if info is not None:
+                yield from save_info_plan(info, now_ms)
+            if messages is not None:
+                yield from self.replace_messages_plan(agent_id, messages, now_ms)
+            if tool_calls is not None:
+                yield from self.replace_tool_calls_plan(agent_id, tool_calls, now_ms)
 
         try:
-            await self.driver.run(plan, write=True)
+            if known:
+                light = sum(_rows_written(change.writes) for change in changes) <= LIGHT_ROWS
+                try:
+                    return await self.driver.run(diffed, write=True, light=light)
+                except _Stale:
+                    pass  # another process saved since: diff against what it stored
+            await self.driver.run(diffed_again, write=True)
         except BaseException:
             self._messages.forget(agent_id)
             self._tool_calls.forget(agent_id)
             raise
+
+    async def _check_starts(
+        self, agent_id: str, messages: Tail[MessageRow] | None, tool_calls: Tail[ToolCallRow] | None
+    ) -> None:
+        """With nothing cached, refuse a slice that does not fit what is stored before anything of
+        the turn is written (the transaction checks again, against concurrent writers)."""
+        if messages is not None and messages.start:
+            count = "SELECT COUNT(*) FROM messages WHERE agent_id = ?"
+            _check_start(
+                messages, int((await self.driver.fetch(Stmt(count, (agent_id,), "one")))[0]), "messages"
+            )
+        if tool_calls is not None and tool_calls.start:
+            found = await self.driver.fetch(
+                Stmt("SELECT id, position FROM tool_calls WHERE agent_id = ?", (agent_id,), "all")
+            )
+            _check_start(tool_calls, len(found), "records")
+            kept = {str(i): (b"", int(position)) for i, position in found if position < tool_calls.start}
+            _check_kept_ids(kept, tool_calls)
 
     # ---- snapshots -------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from kodestore.validation import iso_to_epoch_ms
 
 _MESSAGE_KEYS = ("role", "content", "metadata")
 _COMMA = 0x2C
+_ID = attrgetter("id")
 R = TypeVar("R")
 
 
@@ -84,12 +85,13 @@ def info_row(info: AgentInfo) -> InfoRow:
     )
 
 
-def message_rows(messages: Sequence[Message], first: int = 0) -> list[MessageRow]:
-    """Rows of ``messages[first:]`` (with their seq in the whole history)."""
+def message_rows(messages: Sequence[Message], first: int = 0, *, base: int = 0) -> list[MessageRow]:
+    """Rows of ``messages[first:]``; ``messages[i]`` is at seq ``base + i`` of the history."""
     rows = []
-    for seq in range(first, len(messages)):
-        message = messages[seq]
-        where = f"messages[{seq}]"
+    for index in range(first, len(messages)):
+        message = messages[index]
+        seq = base + index
+        where = f"messages[{index}]"
         content = dumps(message.content, f"{where}.content")
         metadata = None if message.metadata is None else dumps(message.metadata, f"{where}.metadata")
         extra = dumps(message.extra, where) if message.extra else None
@@ -116,20 +118,21 @@ def message_from_columns(role: str, content: str, metadata: str | None, extra: s
     return data
 
 
-def tool_call_rows(records: Sequence[ToolCallRecord], first: int = 0) -> list[ToolCallRow]:
-    """Rows of ``records[first:]`` (with their position in the whole list); ids must be unique."""
-    if len({record.id for record in records}) != len(records):
+def tool_call_rows(records: Sequence[ToolCallRecord], first: int = 0, *, base: int = 0) -> list[ToolCallRow]:
+    """Rows of ``records[first:]``, ``records[i]`` at position ``base + i``; ids must be unique."""
+    if len(set(map(_ID, records))) != len(records):
         seen: set[str] = set()
         for position, record in enumerate(records):
             if record.id in seen:
                 raise ValueError(f"records[{position}]: duplicate tool call id {record.id!r}")
             seen.add(record.id)
     rows = []
-    for position in range(first, len(records)):
-        record = records[position]
+    for index in range(first, len(records)):
+        record = records[index]
+        position = base + index
         data = record.to_dict()
         data.pop("agentId", None)  # query-only attribute, never stored
-        body = dumps(data, f"records[{position}]")
+        body = dumps(data, f"records[{index}]")
         approval = record.approval if isinstance(record.approval, dict) else {}
         rows.append(
             ToolCallRow(
@@ -176,23 +179,26 @@ class AppendedRows(Generic[R]):
         self._bytes = 0
         self._entries: OrderedDict[str, tuple[bytes, list[R]]] = OrderedDict()
 
-    def rows(self, agent_id: str, items: Sequence[Any]) -> list[R]:
+    def rows(self, agent_id: str, items: Sequence[Any]) -> tuple[list[R], list[R] | None]:
+        """The rows of ``items``, and the previous call's rows when these start with all of them
+        (the list only grew, or is unchanged), else ``None``."""
         entry = self.forget(agent_id)
         try:
             key = orjson.dumps(list(map(self._fields, items)))
         except TypeError:  # not encodable natively: build (and report) as before
-            return self._build(items, 0)
-        rows = None
+            return self._build(items, 0), None
+        rows = kept = None
         if entry is not None:
             old_key, old_rows = entry
             if key == old_key:
-                rows = old_rows
+                rows = kept = old_rows
             elif (
                 0 < len(old_rows) < len(items)
                 and len(key) > len(old_key)
                 and key[len(old_key) - 1] == _COMMA
-                and key.startswith(old_key[:-1])
+                and key.startswith(memoryview(old_key)[:-1])
             ):
+                kept = old_rows
                 rows = old_rows + self._build(items, len(old_rows))
         if rows is None:
             rows = self._build(items, 0)
@@ -200,7 +206,7 @@ class AppendedRows(Generic[R]):
         self._bytes += 2 * len(key)  # the encoding, and about as much again in the rows' text
         while self._bytes > self._max_bytes and self._entries:
             self._bytes -= 2 * len(self._entries.popitem(last=False)[1][0])
-        return rows
+        return rows, kept
 
     def forget(self, agent_id: str) -> tuple[bytes, list[R]] | None:
         entry = self._entries.pop(agent_id, None)

@@ -1,8 +1,12 @@
-"""SQLite: the dialect and a driver that runs each plan on one dedicated thread.
+"""SQLite: the dialect and a driver that runs each plan on one connection, in one transaction.
 
-One connection, one thread: a whole plan (a save with its diff) costs one hop off the event loop, and
-SQLite sees a single writer per process. WAL with ``synchronous=NORMAL`` survives a killed process;
-``busy_timeout`` lets several processes share the file without "database is locked".
+Plans run on a dedicated thread, one hop off the event loop per plan, except *light* writes (one
+turn's save: a handful of rows) when the connection is free: those run right on the calling thread,
+as a hop costs more than the write itself (tens of microseconds in WAL with ``synchronous=NORMAL``).
+Such an inline write never waits for another process's lock: if the database is busy it goes to the
+thread, which waits up to ``busy_timeout``. SQLite sees a single writer per process. WAL with
+``synchronous=NORMAL`` survives a killed process; ``durability="fsync"`` (``synchronous=FULL``)
+never runs inline, as every commit then waits for the disk.
 """
 
 from __future__ import annotations
@@ -10,17 +14,24 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from kodestore.config import Durability
-from kodestore.db.base import Dialect, PlanFactory, SqlDriver, Stmt, T
+from kodestore.db.base import Batch, Dialect, PlanFactory, SqlDriver, Stmt, T
 from kodestore.db.migrations import SchemaStatus, migrate_plan, status_plan
 from kodestore.errors import KodeStoreError, StorageError
 from kodestore.validation import now_ms
 
 BUSY_TIMEOUT_MS = 30_000
+_WAIT_WHEN_BUSY = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"
+_FAIL_WHEN_BUSY = "PRAGMA busy_timeout = 0"
+
+
+class _Busy(Exception):
+    """Another process holds the write lock: an inline write hands its plan to the thread."""
 
 
 class SqliteDialect(Dialect):
@@ -93,12 +104,13 @@ def _configure(path: str, durability: Durability) -> sqlite3.Connection:
         if not os.path.exists(path):  # owner-only from the first byte
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(_WAIT_WHEN_BUSY)
     if path != ":memory:":
         conn.execute("PRAGMA journal_mode = WAL")
     # NORMAL: a commit survives a killed process; FULL: also power loss (an fsync per commit)
     conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'fsync' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(_FAIL_WHEN_BUSY)  # between plans: an inline write must never wait (see the driver)
     return conn
 
 
@@ -112,6 +124,9 @@ class SqliteDriver(SqlDriver):
         self.durability: Durability = durability
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # held by whoever uses the connection: the driver's thread, or the loop running a write inline
+        self._conn_lock = threading.Lock()
+        self._inline = durability == "os"
 
     def describe(self) -> str:
         return f"sqlite:{self.path}"
@@ -131,7 +146,7 @@ class SqliteDriver(SqlDriver):
             return
         conn, self._conn = self._conn, None
         if conn is not None:
-            await self._call(conn.close)
+            await self._call(self._close_connection, conn)
         self._executor.shutdown(wait=True)
         self._executor = None
 
@@ -139,15 +154,63 @@ class SqliteDriver(SqlDriver):
         assert self._executor is not None, "driver not open"
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def run(self, plan: PlanFactory[T], *, write: bool) -> T:
-        result: T = await self._call(self._run_sync, plan, write)
-        return result
+    async def run(self, plan: PlanFactory[T], *, write: bool, light: bool = False) -> T:
+        if light and write and self._inline:
+            ran, result = self._try_inline(plan)
+            if ran:
+                # still yield to the loop once: a task saving in a tight loop must not starve others
+                await asyncio.sleep(0)
+                return result  # type: ignore[return-value]
+        return await self._call(self._run_in_thread, plan, write)  # type: ignore[no-any-return]
 
-    def _run_sync(self, plan: PlanFactory[T], write: bool) -> T:
+    def _try_inline(self, plan: PlanFactory[T]) -> tuple[bool, T | None]:
+        """``(True, result)`` once the plan ran right here; ``(False, None)`` when the connection is in
+        use by the thread or another process holds the write lock (the thread then waits for it)."""
+        if not self._conn_lock.acquire(blocking=False):
+            return False, None
+        try:
+            return True, self._run_inline(plan)
+        except _Busy:
+            return False, None
+        finally:
+            self._conn_lock.release()
+
+    def _close_connection(self, conn: sqlite3.Connection) -> None:
+        with self._conn_lock:
+            conn.close()
+
+    def _run_inline(self, plan: PlanFactory[T]) -> T:
+        """Run on the calling thread, giving up at once (``_Busy``) if the write lock is taken:
+        the connection's busy timeout is 0 except while the thread runs a plan."""
         conn = self._conn
         assert conn is not None, "driver not open"
         try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                raise _Busy from exc
+            raise _translate(exc) from exc
+        return self._finish(conn, plan)
+
+    def _run_in_thread(self, plan: PlanFactory[T], write: bool) -> T:
+        """Run on the driver's thread, waiting up to ``BUSY_TIMEOUT_MS`` for other processes."""
+        conn = self._conn
+        assert conn is not None, "driver not open"
+        with self._conn_lock:
+            try:
+                conn.execute(_WAIT_WHEN_BUSY)
+                try:
+                    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    return self._finish(conn, plan)
+                finally:
+                    conn.execute(_FAIL_WHEN_BUSY)
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
+
+    @staticmethod
+    def _finish(conn: sqlite3.Connection, plan: PlanFactory[T]) -> T:
+        """Run ``plan`` in the transaction just begun; commit, or roll back if anything raises."""
+        try:
             try:
                 steps = plan()
                 result: Any = None
@@ -177,7 +240,9 @@ class SqliteDriver(SqlDriver):
         return await self.run(lambda: status_plan(self.dialect), write=False)
 
 
-def _execute(conn: sqlite3.Connection, stmt: Stmt) -> Any:
+def _execute(conn: sqlite3.Connection, stmt: Stmt | Batch) -> Any:
+    if isinstance(stmt, Batch):
+        return [_execute(conn, each) for each in stmt.stmts]
     if stmt.many:
         conn.executemany(stmt.sql, stmt.params)
         return None

@@ -42,10 +42,12 @@ def ensure_dir(path: Path) -> None:
 
 
 def write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is written (a write may be partial)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    """``os.write`` until every byte is written (a write may be partial, but almost never is)."""
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def fsync_dir(path: Path) -> None:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import suppress
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, get_args
 
 from kodestore.backend import EventLogReport, HistoryKind, RuntimeFiles
 from kodestore.config import Durability
 from kodestore.files import agent_dir, agent_dirs, create_base_dir, tombstone
-from kodestore.files.applog import QUARANTINE_SUFFIX, AppendLog, LogCache, warn_corrupt_line
+from kodestore.files.applog import MAX_OPEN_LOGS, QUARANTINE_SUFFIX, AppendLog, LogCache, warn_corrupt_line
 from kodestore.files.atomic import (
     FILE_MODE,
     ensure_dir,
@@ -37,6 +38,7 @@ HISTORY_DIR = "history"
 HISTORY_KINDS: tuple[HistoryKind, ...] = get_args(HistoryKind)
 _HISTORY_FILES = [f"{kind}{suffix}" for kind in HISTORY_KINDS for suffix in (".jsonl", QUARANTINE_SUFFIX)]
 _OPEN_HISTORY_LOGS = 32  # history is appended rarely; event logs get the larger share of descriptors
+_CACHED_AGENT_DIRS = 4 * MAX_OPEN_LOGS  # a multiple of the open logs: their paths are rarely rebuilt
 
 
 class DiskFiles(RuntimeFiles):
@@ -45,6 +47,8 @@ class DiskFiles(RuntimeFiles):
     def __init__(self, base_dir: str | os.PathLike[str], durability: Durability = "os") -> None:
         self.base_dir = Path(base_dir)
         self.durability: Durability = durability
+        # every call starts from an agent id; building its Path (pathlib, validation) costs more than a write
+        self._agent_dirs = lru_cache(maxsize=_CACHED_AGENT_DIRS)(partial(agent_dir, self.base_dir))
         self._events = LogCache(lambda directory: EventLog(directory, durability))
         self._history = LogCache(
             lambda path: AppendLog(path, durability, agent_directory=path.parent.parent), _OPEN_HISTORY_LOGS
@@ -54,7 +58,7 @@ class DiskFiles(RuntimeFiles):
         return f"DiskFiles({str(self.base_dir)!r}, durability={self.durability!r})"
 
     def agent_dir(self, agent_id: str) -> Path:
-        return agent_dir(self.base_dir, agent_id)
+        return self._agent_dirs(agent_id)
 
     def _history_path(self, agent_id: str, kind: HistoryKind) -> Path:
         return self.agent_dir(agent_id) / HISTORY_DIR / f"{kind}.jsonl"
@@ -74,7 +78,7 @@ class DiskFiles(RuntimeFiles):
 
     def read_events(
         self, agent_id: str, since_seq: int | None, channel: str | None
-    ) -> AsyncIterator[JSONDict]:
+    ) -> AsyncGenerator[JSONDict, None]:
         return self._events.get(self.agent_dir(agent_id)).read(since_seq, channel)
 
     async def inspect_events(self, agent_id: str) -> EventLogReport:

@@ -15,8 +15,8 @@ import logging
 import os
 import struct
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 
 import orjson
@@ -94,16 +94,22 @@ class EventLog:
         """Append Timeline dicts in one write; returns once written (or fsynced), then updates the index."""
         if not events:
             return
-        done = await self.log.append([dumps(event, "event") for event in events])
-        seqs = [seq for seq in map(event_seq, events) if seq is not None]
-        self._track(done, max(seqs) if seqs else None)
+        lines = []
+        top = NO_SEQ  # one plain loop: comprehensions and max() would cost more than the encoding
+        for event in events:
+            lines.append(dumps(event, "event"))
+            seq = event_seq(event)
+            if seq is not None and seq > top:
+                top = seq
+        done = await self.log.append(lines)
+        self._track(done, top)
         if done.end - self._indexed_to >= INDEX_INTERVAL or done.start == 0:
             try:
                 self._update_index(done)
             except OSError as exc:  # the event is written; a stale index only makes reads slower
                 logger.warning("%s: not updated (%s)", self.index_path, exc.strerror or exc)
 
-    def _track(self, done: Appended, seq: int | None) -> None:
+    def _track(self, done: Appended, seq: int) -> None:
         if done.inode != self._inode or done.start != self._tracked_to:
             # someone else wrote since our last append (or the file is new): restart from here
             self._inode = done.inode
@@ -111,18 +117,20 @@ class EventLog:
             self._tracked_max = NO_SEQ
             self._indexed_to = min(self._indexed_to, done.start)
         self._tracked_to = done.end
-        if seq is not None:
-            self._tracked_max = max(self._tracked_max, seq)
+        if seq > self._tracked_max:
+            self._tracked_max = seq
 
     def _update_index(self, done: Appended) -> None:
         """Add records up to ``done.end`` under the index's lock, reading back only what others wrote."""
-        # a new log: whatever index exists belongs to a deleted one; never create one just to empty it
-        flags = os.O_RDWR if done.start == 0 else os.O_RDWR | os.O_CREAT
+        if done.start == 0:
+            # a new log: whatever index exists belongs to a deleted one; never create one just to empty it
+            with _locked(self.index_path, os.O_RDWR) as index:
+                if index >= 0:
+                    os.ftruncate(index, 0)
+            return
+        flags = os.O_RDWR | os.O_CREAT
         with _locked(self.index_path, flags) as index, _locked(self.log.path, os.O_RDONLY, False) as log:
             if index < 0 or log < 0:
-                return
-            if done.start == 0:
-                os.ftruncate(index, 0)
                 return
             size, last_offset, last_max = _index_tail(index, log)
             if done.end - last_offset < INDEX_INTERVAL:
@@ -151,20 +159,23 @@ class EventLog:
         except OSError:  # no (readable) index: read from the start
             return 0
 
-    async def read(self, since_seq: int | None, channel: str | None) -> AsyncIterator[JSONDict]:
-        """Timeline dicts in append order with ``seq > since_seq`` on ``channel``; skips corrupt lines."""
+    async def read(self, since_seq: int | None, channel: str | None) -> AsyncGenerator[JSONDict, None]:
+        """Timeline dicts in append order with ``seq > since_seq`` on ``channel``; skips corrupt lines.
+
+        Closing this generator closes the file at once (not whenever the garbage collector gets to it)."""
         start = 0 if since_seq is None else await asyncio.to_thread(self._seek_offset, since_seq)
-        async for offset, line in self.log.read_lines(start):
-            parsed = _parse(line)
-            if parsed is None:
-                warn_corrupt_line(self.log.path, offset)
-                continue
-            event, seq = parsed
-            if since_seq is not None and seq <= since_seq:
-                continue
-            if channel is not None and event_channel(event) != channel:
-                continue
-            yield event
+        async with aclosing(self.log.read_lines(start)) as lines:
+            async for offset, line in lines:
+                parsed = _parse(line)
+                if parsed is None:
+                    warn_corrupt_line(self.log.path, offset)
+                    continue
+                event, seq = parsed
+                if since_seq is not None and seq <= since_seq:
+                    continue
+                if channel is not None and event_channel(event) != channel:
+                    continue
+                yield event
 
     async def inspect(self) -> EventLogReport:
         """Read every line: counts, the highest seq, corrupt lines, duplicate seqs, a torn tail."""

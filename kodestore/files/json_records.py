@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from weakref import WeakValueDictionary
 
-from kodestore.backend import AgentRecords, RecordBackend
+from kodestore.backend import AgentRecords, RecordBackend, Slice
 from kodestore.config import Durability
 from kodestore.errors import AgentDeleted, AgentNotFound, KodeStoreError
 from kodestore.files import agent_dir, agent_dirs, create_base_dir, tombstone
@@ -77,21 +77,54 @@ class JsonRecords(RecordBackend):
                 )
         self._write(info.agent_id, INFO_FILE, info.to_dict(), "info")
 
-    def _save_messages(self, agent_id: str, messages: Sequence[Message]) -> None:
+    def _save_messages(self, agent_id: str, messages: list[JSONDict]) -> None:
         info = self._require_info(agent_id)
-        self._write(agent_id, MESSAGES_FILE, [m.to_dict() for m in messages], "messages")
+        self._write(agent_id, MESSAGES_FILE, messages, "messages")
         info["messageCount"] = len(messages)
         self._write(agent_id, INFO_FILE, info, "info")
 
-    def _save_tool_calls(self, agent_id: str, records: Sequence[ToolCallRecord]) -> None:
+    def _save_tool_calls(self, agent_id: str, records: list[JSONDict]) -> None:
         self._require_info(agent_id)
-        self._write(agent_id, TOOL_CALLS_FILE, _stored_tool_calls(records), "records")
+        self._write(agent_id, TOOL_CALLS_FILE, records, "records")
+
+    def _spliced(
+        self, agent_id: str, name: str, start: int, items: list[JSONDict], what: str
+    ) -> list[JSONDict]:
+        """The stored list ``name`` up to ``start``, then ``items``."""
+        if not start:
+            return items
+        stored: list[JSONDict] = self._read(agent_id, name) or []
+        if start > len(stored):
+            raise ValueError(
+                f"{what} start at position {start}, but {len(stored)} are stored: the ones in between"
+                " are missing"
+            )
+        return [*stored[:start], *items]
+
+    def _turn_lists(
+        self,
+        agent_id: str,
+        messages: Slice[Message] | None,
+        tool_calls: Slice[ToolCallRecord] | None,
+    ) -> tuple[list[JSONDict] | None, list[JSONDict] | None]:
+        """The whole message and tool-call lists after the turn, validated, before any write."""
+        message_list = record_list = None
+        if messages is not None:
+            message_list = self._spliced(
+                agent_id, MESSAGES_FILE, messages[1], [m.to_dict() for m in messages[0]], "messages"
+            )
+        if tool_calls is not None:
+            record_list = self._spliced(
+                agent_id, TOOL_CALLS_FILE, tool_calls[1], _stored_tool_calls(tool_calls[0]), "records"
+            )
+            _check_unique([str(record.get("id")) for record in record_list])
+        return message_list, record_list
 
     def _save_turn(
         self,
         agent_id: str,
-        messages: Sequence[Message] | None,
-        tool_calls: Sequence[ToolCallRecord] | None,
+        messages: list[JSONDict] | None,
+        tool_calls: list[JSONDict] | None,
         info: AgentInfo | None,
     ) -> None:
         if info is not None:
@@ -138,11 +171,14 @@ class JsonRecords(RecordBackend):
 
     async def _locked(self, agent_id: str, save: Callable[[], None]) -> None:
         """Run ``save`` in a thread while no other save of this agent runs in this process."""
+        async with self._lock(agent_id):
+            await asyncio.to_thread(save)
+
+    def _lock(self, agent_id: str) -> asyncio.Lock:
         lock = self._locks.get(agent_id)
         if lock is None:
             lock = self._locks[agent_id] = asyncio.Lock()
-        async with lock:
-            await asyncio.to_thread(save)
+        return lock
 
     async def open(self) -> None:
         create_base_dir(self.base_dir)
@@ -158,13 +194,15 @@ class JsonRecords(RecordBackend):
         return info
 
     async def save_messages(self, agent_id: str, messages: Sequence[Message], now_ms: int) -> None:
-        await self._locked(agent_id, lambda: self._save_messages(agent_id, messages))
+        data = [m.to_dict() for m in messages]
+        await self._locked(agent_id, lambda: self._save_messages(agent_id, data))
 
     async def load_messages(self, agent_id: str) -> list[JSONDict]:
         return await asyncio.to_thread(self._read, agent_id, MESSAGES_FILE) or []
 
     async def save_tool_calls(self, agent_id: str, records: Sequence[ToolCallRecord], now_ms: int) -> None:
-        await self._locked(agent_id, lambda: self._save_tool_calls(agent_id, records))
+        data = _stored_tool_calls(records)
+        await self._locked(agent_id, lambda: self._save_tool_calls(agent_id, data))
 
     async def load_tool_calls(self, agent_id: str) -> list[JSONDict]:
         return await asyncio.to_thread(self._read, agent_id, TOOL_CALLS_FILE) or []
@@ -172,13 +210,20 @@ class JsonRecords(RecordBackend):
     async def save_turn(
         self,
         agent_id: str,
-        messages: Sequence[Message] | None,
-        tool_calls: Sequence[ToolCallRecord] | None,
+        messages: Slice[Message] | None,
+        tool_calls: Slice[ToolCallRecord] | None,
         info: AgentInfo | None,
         now_ms: int,
+        before: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Info, then messages, then tool calls: each file atomic, the turn as a whole not."""
-        await self._locked(agent_id, lambda: self._save_turn(agent_id, messages, tool_calls, info))
+        async with self._lock(agent_id):
+            message_list, record_list = await asyncio.to_thread(
+                self._turn_lists, agent_id, messages, tool_calls
+            )
+            if before is not None:
+                await before()
+            await asyncio.to_thread(self._save_turn, agent_id, message_list, record_list, info)
 
     async def import_agent(self, records: AgentRecords, now_ms: int) -> None:
         """Each file atomic, the agent as a whole not (as ``save_turn``); the timestamps are dropped.
@@ -217,14 +262,19 @@ class JsonRecords(RecordBackend):
         return await asyncio.to_thread(self._list_agents, prefix)
 
 
+def _check_unique(ids: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for position, record_id in enumerate(ids):
+        if record_id in seen:
+            raise ValueError(f"records[{position}]: duplicate tool call id {record_id!r}")
+        seen.add(record_id)
+
+
 def _stored_tool_calls(records: Sequence[ToolCallRecord]) -> list[JSONDict]:
     """The records as ``tool-calls.json`` holds them; ``ValueError`` for an id seen twice."""
+    _check_unique([record.id for record in records])
     stored: list[JSONDict] = []
-    seen: set[str] = set()
-    for position, record in enumerate(records):
-        if record.id in seen:
-            raise ValueError(f"records[{position}]: duplicate tool call id {record.id!r}")
-        seen.add(record.id)
+    for record in records:
         data = record.to_dict()
         data.pop("agentId", None)  # query-only attribute, never stored
         stored.append(data)

@@ -6,7 +6,7 @@ copy, and nobody can change stored data through a reference.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +59,7 @@ class MemoryFiles(RuntimeFiles):
 
     async def read_events(
         self, agent_id: str, since_seq: int | None, channel: str | None
-    ) -> AsyncIterator[JSONDict]:
+    ) -> AsyncGenerator[JSONDict, None]:
         agent = self._agents.get(agent_id)
         for stored in agent.events if agent else ():
             if stored.seq is None or (since_seq is not None and stored.seq <= since_seq):

@@ -32,7 +32,7 @@ from kodestore.errors import KodeStoreError
 from kodestore.facade import Store
 from kodestore.jsonutil import dumps
 from kodestore.models import JSONDict
-from kodestore.ops.migrate import BATCH, Progress, close_iterator, numbered, read_agents, side_row_count
+from kodestore.ops.migrate import BATCH, Progress, numbered, read_agents, side_row_count
 from kodestore.validation import ms_to_iso, now_ms
 
 FORMAT = "kodestore-backup"
@@ -107,13 +107,10 @@ def _fsync_dir(path: Path) -> None:
 async def _write_events(store: Store, agent_id: str, out: _HashedFile) -> int:
     """The agent's log as it is now, read after its state so it reaches the info's bookmark."""
     count = 0
-    events = store.read_events(agent_id)
-    try:
+    async with aclosing(store.read_events(agent_id)) as events:
         async for timeline in events:
             out.write_line(dumps({"agentId": agent_id, "timeline": timeline.to_dict()}, "event"))
             count += 1
-    finally:
-        await close_iterator(events)
     return count
 
 
