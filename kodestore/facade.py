@@ -251,7 +251,8 @@ class Store:
     ) -> AsyncGenerator[Timeline, None]:
         """Events in append order; ``since`` keeps only ``seq > since.seq``; streams any log length.
 
-        Arguments are checked here, when called, not when iteration starts."""
+        Arguments are checked here, when called, not when iteration starts. A caller that stops early
+        should close the iterator (``contextlib.aclosing``): that closes the log file at once."""
         self._ensure_open()
         validate_agent_id(agent_id)
         since_seq: int | None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
+import gc
 import os
 import stat
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -267,3 +271,35 @@ async def test_a_read_stopped_early_closes_the_log_when_closed(tmp_path: Path) -
         assert _times_open(log) == open_before + 1
         await reader.aclose()
         assert _times_open(log) == open_before
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to list open files")
+async def test_a_read_cancelled_at_any_step_leaves_no_file_open(tmp_path: Path) -> None:
+    """A reader cancelled at each of its await points in turn (the thread opening the file, the
+    seek, a chunk read) has closed the log by the time its task is done: a copy that fails cancels the
+    copies running beside it, and none may leak a file."""
+    async with SqliteStore(tmp_path / "agents.db", tmp_path / "files") as store:
+        for seq in range(5):
+            await store.append_event("a", timeline(seq))
+        log = tmp_path / "files" / "a" / "events.jsonl"
+        open_before = _times_open(log)
+
+        async def read_one() -> None:
+            async with contextlib.aclosing(store.read_events("a", since=1)) as events:
+                async for _ in events:
+                    break
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for steps in range(30):
+                reader = asyncio.create_task(read_one())
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+                assert _times_open(log) == open_before, f"cancelled after {steps} loop steps"
+            await asyncio.sleep(0.05)  # let a thread still opening a dropped file finish
+            gc.collect()
+        assert _times_open(log) == open_before
+        assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []

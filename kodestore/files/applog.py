@@ -12,7 +12,7 @@ import fcntl
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Generic, NamedTuple, Protocol, TypeVar
@@ -28,6 +28,26 @@ QUARANTINE_SUFFIX = ".quarantine"
 MAX_OPEN_LOGS = 256
 
 logger = logging.getLogger("kodestore")
+
+T = TypeVar("T")
+
+
+async def _in_full(job: Awaitable[T], undo: Callable[[T], Awaitable[object]] | None = None) -> T:
+    """Await ``job`` to its end even if the caller is cancelled meanwhile, then re-raise the cancellation.
+
+    aiofiles runs each file operation in a thread, which a cancellation does not stop: a plain
+    ``await`` would drop the file an open goes on to return, or cancel a close still queued for a
+    thread, leaving the garbage collector to close the file (with a ``ResourceWarning``). A cancelled
+    caller here waits the few microseconds the thread needs and ``undo``es what it returned."""
+    task = asyncio.ensure_future(job)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with suppress(OSError):
+            result = await task
+            if undo is not None:
+                await undo(result)
+        raise
 
 
 class Appended(NamedTuple):
@@ -183,7 +203,7 @@ class AppendLog:
         writer mid-append, or a torn tail) is not yielded. A missing file has no lines.
         """
         try:
-            file = await aiofiles.open(self.path, "rb")
+            file = await _in_full(aiofiles.open(self.path, "rb"), undo=lambda opened: opened.close())
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as exc:
@@ -209,7 +229,7 @@ class AppendLog:
                 if begin < len(chunk):
                     pending.append(chunk[begin:])
         finally:
-            await file.close()
+            await _in_full(file.close())
 
     def has_torn_tail(self) -> bool:
         """The file is non-empty and does not end with a newline (blocking; call in a thread)."""
