@@ -7,6 +7,8 @@ schema migration) race too.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,7 +17,9 @@ import pytest
 from helpers.fault_check import WriterRun, drop_spec, new_spec, verify, verify_spec
 from helpers.fault_writer import EVENTS_PER_TURN, Ack, StoreSpec
 
+from kodestore import SqliteStore
 from kodestore.extended import ExtendedStore
+from kodestore.testing import sample_info
 
 WRITERS = 4
 TURNS = 12
@@ -108,3 +112,28 @@ async def _check_serialised_turns(store: ExtendedStore, agent: str) -> None:
     assert turns_by_writer == {f"w{i}": TURNS for i in range(WRITERS)}
     assert info.message_count == 2 * total
     assert info.last_bookmark.seq == EVENTS_PER_TURN * total
+
+
+async def test_opening_a_new_sqlite_file_waits_for_another_opener(tmp_path: Path) -> None:
+    """Converting a new file to WAL while another connection holds the write lock (another process's
+    open, mid-way) fails at once, without the busy handler: SQLite sees a possible deadlock. The
+    store retries within its busy timeout, so workers starting together on a new file all open."""
+    path = tmp_path / "agents.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, other.execute, ("COMMIT",))
+    release.start()
+    started = time.monotonic()
+    try:
+        async with SqliteStore(path, tmp_path / "files") as store:
+            await store.save_info("a1", sample_info("a1"))
+            assert await store.load_info("a1") == sample_info("a1")
+    finally:
+        release.join()
+        other.close()
+    assert time.monotonic() - started >= 0.25  # it waited for the other opener rather than failing
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        check.close()

@@ -15,6 +15,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -106,12 +107,34 @@ def _configure(path: str, durability: Durability) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
     conn.execute(_WAIT_WHEN_BUSY)
     if path != ":memory:":
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn, path)
     # NORMAL: a commit survives a killed process; FULL: also power loss (an fsync per commit)
     conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'fsync' else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute(_FAIL_WHEN_BUSY)  # between plans: an inline write must never wait (see the driver)
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, path: str) -> None:
+    """Switch the file to WAL (a no-op once it is: the mode persists in the file).
+
+    Converting a new file takes an exclusive lock for which SQLite never calls the busy handler, so
+    processes opening one new file together get "database is locked" at once; retry within the busy
+    timeout instead."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
+            continue
+        if mode != "wal":
+            raise StorageError(f"sqlite: {path} cannot use WAL (journal mode stays {mode!r})")
+        return
 
 
 class SqliteDriver(SqlDriver):
