@@ -36,9 +36,15 @@ class Stmt:
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Statements sent together, without waiting for each result: one round trip on a driver that
-    pipelines (Postgres). The plan receives the list of their results."""
+    pipelines (Postgres). The plan receives the list of their results.
+
+    ``guarded``: the first statement is a guard that returns a row only if what the plan was computed
+    against still holds, and the plan ends with this batch, rolling back (raising) when the guard
+    returned nothing. A driver may then send the COMMIT with the batch, provided a failed guard
+    undoes the statements after it on the server; it hands the plan ``None`` for that guard."""
 
     stmts: tuple[Stmt, ...]
+    guarded: bool = False
 
 
 Plan = Generator[Stmt | Batch, Any, T]

@@ -40,12 +40,15 @@ def schema_root() -> Path:
 
 
 def split_statements(script: str) -> tuple[str, ...]:
-    """Split a migration file into statements: each ends with ``;`` at the end of a line."""
+    """Split a migration file into statements: each ends with ``;`` at the end of a line outside a
+    ``$$``-quoted body (a function's)."""
     lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
     statements, current = [], []
+    quoted = False
     for line in lines:
         current.append(line)
-        if line.rstrip().endswith(";"):
+        quoted ^= line.count("$$") % 2 == 1
+        if not quoted and line.rstrip().endswith(";"):
             statements.append("\n".join(current).strip().rstrip(";"))
             current = []
     if "\n".join(current).strip():

@@ -14,7 +14,7 @@ import re
 import select
 import time
 from collections.abc import AsyncIterator, Callable, Generator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
 from typing import Any, TypeAlias
 
@@ -64,8 +64,14 @@ def render(query: str) -> str:
 _PLAN_ATTEMPTS = 3
 
 
+# schema/postgres/006_guarded_saves.sql: the guard's matched rows, or an error of this SQLSTATE
+_EXPECT_ROW = "SELECT kodestore_expect_row(COUNT(*)) FROM guard"
+_STALE_SQLSTATE = "KS409"
+
+
 class _RolledBack(Exception):
-    """The connection died before COMMIT: the server rolled the transaction back."""
+    """The connection died before COMMIT, so the server rolled the transaction back, or during a
+    guarded batch, which is safe to send again: the plan may run again on another connection."""
 
     def __init__(self, error: psycopg.Error) -> None:
         super().__init__(str(error))
@@ -277,6 +283,49 @@ class PostgresDriver(SqlDriver):
 
     async def _run_on(self, conn: Connection, plan: PlanFactory[T]) -> T:
         steps = plan()
+        try:
+            stmt = next(steps)
+        except StopIteration as nothing_to_run:
+            return nothing_to_run.value  # type: ignore[no-any-return]
+        try:
+            if isinstance(stmt, Batch) and stmt.guarded and self._owns_pool:
+                return await self._run_guarded(conn, stmt, steps)
+            return await self._run_in_transaction(conn, stmt, steps)
+        finally:
+            steps.close()
+
+    async def _run_guarded(self, conn: Connection, batch: Batch, steps: Plan[T]) -> T:
+        """A guarded batch that ends its plan, in one round trip: with autocommit on, the statements
+        of one pipeline form one implicit transaction, committed at its end, undone whole if one
+        fails. A guard followed by writes raises on the server when it matches nothing, undoing them
+        (a lone guard writes nothing either way).
+
+        Safe to send again when the connection dies on the way (the outcome unknown): a save that
+        did commit changed the version tokens, so its guard fails the second time."""
+        guard, *writes = batch.stmts
+        if writes:
+            guard = Stmt(f"WITH guard AS ({guard.sql}) {_EXPECT_ROW}", guard.params, "one")
+        try:
+            await conn.set_autocommit(True)
+            try:
+                results = await _execute_batch(conn, Batch((guard, *writes)), own_connection=True)
+            finally:
+                with suppress(psycopg.Error):  # left on (a cancelled pipeline): transactions still BEGIN
+                    await conn.set_autocommit(False)
+        except psycopg.Error as exc:
+            if exc.sqlstate == _STALE_SQLSTATE:
+                results = [None] * len(batch.stmts)
+            elif conn.broken:
+                raise _RolledBack(exc) from exc
+            else:
+                raise
+        try:
+            steps.send(results)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        raise AssertionError("a guarded batch must end its plan")
+
+    async def _run_in_transaction(self, conn: Connection, stmt: Stmt | Batch, steps: Plan[T]) -> T:
         committing = False
         try:
             async with conn.transaction(), conn.cursor() as cursor:
@@ -284,24 +333,21 @@ class PostgresDriver(SqlDriver):
                     # a caller's connection keeps its own settings: ours last for this transaction only
                     install_text_codec(cursor.adapters)
                     await cursor.execute(self._set_local_search_path)
-                result: Any = None
                 while True:
+                    if isinstance(stmt, Batch):
+                        result = await _execute_batch(conn, stmt, self._owns_pool)
+                    else:
+                        result = await _execute(cursor, stmt)
                     try:
                         stmt = steps.send(result)
                     except StopIteration as done:
                         committing = True  # leaving the block commits
                         value: T = done.value
                         return value
-                    if isinstance(stmt, Batch):
-                        result = await _execute_batch(conn, stmt, self._owns_pool)
-                    else:
-                        result = await _execute(cursor, stmt)
         except psycopg.Error as exc:
             if conn.broken and not committing:
                 raise _RolledBack(exc) from exc
             raise
-        finally:
-            steps.close()
 
     async def ping(self) -> None:
         """Answer within the connection timeout, even when the server stopped answering mid-connection.

@@ -581,7 +581,8 @@ class SqlRecords(RecordBackend):
         def diffed() -> Plan[None]:
             """The guarded update and the writes, sent together; rolled back if the guard failed."""
             update = _guarded_update(agent_id, now_ms, info, message_change, tool_call_change)
-            results = yield Batch((update, *(stmt for change in changes for stmt in change.writes)))
+            writes = (stmt for change in changes for stmt in change.writes)
+            results = yield Batch((update, *writes), guarded=True)
             if results[0] is None:
                 raise _Stale
             if message_change is not None:
