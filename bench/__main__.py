@@ -63,7 +63,7 @@ def plan_systems(run: Run) -> dict[str, list[str]]:
         if reason:
             run.skipped["postgres"] = reason
             continue
-        systems[backend] = ["floor"]
+        systems[backend] = ["floor", "floor_calls"]
         reason = pg.store_unavailable()
         if reason:
             run.skipped["postgres store"] = reason + "; the Postgres floor still runs"

@@ -31,10 +31,11 @@ def w1_floor(job: dict[str, Any], root: Path, schema: str) -> dict[str, Any]:
     plans = workload.build(job["agents"], job["turns"])
     gc.collect()
     start_rss = rss_kb()
+    per_call = job["system"] == "floor_calls"
     if job["backend"] == "sqlite":
-        floor: Any = SqliteFloor(root)
+        floor: Any = SqliteFloor(root, per_call)
     else:
-        floor = PostgresFloor(root, job["dsn"], schema)
+        floor = PostgresFloor(root, job["dsn"], schema, per_call)
     try:
         timings = run_floor(floor, plans, job["turns"])
         disk = _disk_bytes(job, root, schema)
@@ -100,7 +101,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             from bench.scale import scale_run
 
             return asyncio.run(scale_run(job, root, schema))
-        if job["system"] == "floor":
+        if job["system"] in ("floor", "floor_calls"):
             return w1_floor(job, root, schema)
         return asyncio.run(w1_store(job, root, schema))
     raise AssertionError("unreachable")

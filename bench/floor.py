@@ -2,20 +2,27 @@
 
 Per turn, one transaction inserts only the two new message rows (``executemany``), the new tool-call
 row and the info upsert, through statements the driver prepares once (SQLite's statement cache,
-psycopg's prepared statements in pipeline mode); then the five events go to the agent's JSONL file as
-ONE ``os.write`` on an ``O_APPEND`` descriptor, without fsync. That is the store's default durability:
-SQLite WAL with ``synchronous=NORMAL`` and events in the OS before the call returns (a killed process
-loses nothing; power loss may lose the last commits). On Postgres the commit waits for the server's
-WAL flush (``synchronous_commit`` as configured), for the floor and the store alike.
+psycopg's prepared statements in pipeline mode; on Postgres the whole transaction is one round trip:
+one pipeline in autocommit mode is one implicit transaction); then the five events go to the agent's
+JSONL file as ONE ``os.write`` on an ``O_APPEND`` descriptor, without fsync. That is the store's
+default durability: SQLite WAL with ``synchronous=NORMAL`` and events in the OS before the call
+returns (a killed process loses nothing; power loss may lose the last commits). On Postgres the
+commit waits for the server's WAL flush (``synchronous_commit`` as configured), for the floor and
+the store alike.
 
 Tables and indexes are the store's own (its migration files), so both pay the same index upkeep.
 The floor runs synchronously in the calling thread, with no event loop and no thread hop: it is the
 least work the hardware allows, so everything the store adds (asyncio, a thread hop, validation,
 models, diffing) shows up in the ratio.
+
+``per_call=True`` does the same least work in the runtime's call sequence instead (messages, tool
+calls, events, info, each persisted before the next): three commits and five event writes a turn. It
+is a reference, not the floor: what the 4-call sequence costs before the store adds anything.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from pathlib import Path
@@ -59,6 +66,7 @@ dumps = orjson.dumps
 NO_HASH = b""  # the store's hash columns are NOT NULL; the floor diffs nothing, so it stores none
 
 
+@functools.cache
 def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
@@ -122,10 +130,39 @@ class EventFiles:
         self._fds.clear()
 
 
-class SqliteFloor:
+class _Floor:
+    """One turn's new rows and events, in one transaction or (``per_call``) in the runtime's calls."""
+
+    events: EventFiles
+    per_call: bool
+
+    def _transaction(self, statements: list[tuple[str, Any, bool]]) -> None:
+        """Run ``(sql, params, many)`` statements in one transaction."""
+        raise NotImplementedError
+
+    def save_turn(self, aid: str, turn: Turn, first_seq: int, info: JSON, created_ms: int) -> None:
+        messages, call = turn_params(aid, turn, first_seq)
+        writes = [
+            (INSERT_MESSAGE, messages, True),
+            (INSERT_TOOL_CALL, call, False),
+            (UPSERT_INFO, info_params(info, created_ms, turn.timestamp), False),
+        ]
+        if not self.per_call:
+            self._transaction(writes)
+            self.events.append(aid, turn.events)
+            return
+        self._transaction(writes[:1])
+        self._transaction(writes[1:2])
+        for event in turn.events:
+            self.events.append(aid, (event,))
+        self._transaction(writes[2:])
+
+
+class SqliteFloor(_Floor):
     """SQLite WAL, ``synchronous=NORMAL``, one connection used from this thread only."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, per_call: bool = False) -> None:
+        self.per_call = per_call
         self.db_path = root / "floor.db"
         self.events = EventFiles(root / "files")
         self.conn = sqlite3.connect(self.db_path, isolation_level=None, cached_statements=256)
@@ -138,15 +175,15 @@ class SqliteFloor:
     def create_agent(self, info: JSON, created_ms: int) -> None:
         self.conn.execute(UPSERT_INFO, info_params(info, created_ms, created_ms))
 
-    def save_turn(self, aid: str, turn: Turn, first_seq: int, info: JSON, created_ms: int) -> None:
-        messages, call = turn_params(aid, turn, first_seq)
+    def _transaction(self, statements: list[tuple[str, Any, bool]]) -> None:
         conn = self.conn
         conn.execute("BEGIN")
-        conn.executemany(INSERT_MESSAGE, messages)
-        conn.execute(INSERT_TOOL_CALL, call)
-        conn.execute(UPSERT_INFO, info_params(info, created_ms, turn.timestamp))
+        for sql, params, many in statements:
+            if many:
+                conn.executemany(sql, params)
+            else:
+                conn.execute(sql, params)
         conn.execute("COMMIT")
-        self.events.append(aid, turn.events)
 
     def counts(self) -> tuple[int, int]:
         """(messages, tool calls) stored: proof that the timed work happened."""
@@ -158,12 +195,14 @@ class SqliteFloor:
         self.events.close()
 
 
-class PostgresFloor:
-    """psycopg 3, one connection, each turn one pipelined transaction (one round trip)."""
+class PostgresFloor(_Floor):
+    """psycopg 3, one connection, each transaction one pipeline in autocommit mode: one implicit
+    transaction, committed at the pipeline's end, in one round trip."""
 
-    def __init__(self, root: Path, dsn: str, schema: str) -> None:
+    def __init__(self, root: Path, dsn: str, schema: str, per_call: bool = False) -> None:
         import psycopg
 
+        self.per_call = per_call
         self.events = EventFiles(root / "files")
         self.conn = psycopg.connect(dsn, autocommit=True, prepare_threshold=0)
         self.conn.execute(f"SET search_path TO {schema}")
@@ -175,14 +214,14 @@ class PostgresFloor:
     def create_agent(self, info: JSON, created_ms: int) -> None:
         self.conn.execute(_pg(UPSERT_INFO), info_params(info, created_ms, created_ms))
 
-    def save_turn(self, aid: str, turn: Turn, first_seq: int, info: JSON, created_ms: int) -> None:
-        messages, call = turn_params(aid, turn, first_seq)
+    def _transaction(self, statements: list[tuple[str, Any, bool]]) -> None:
         cur = self.cur
-        with self.conn.pipeline(), self.conn.transaction():
-            cur.executemany(_INSERT_MESSAGE_PG, messages)
-            cur.execute(_INSERT_TOOL_CALL_PG, call)
-            cur.execute(_UPSERT_INFO_PG, info_params(info, created_ms, turn.timestamp))
-        self.events.append(aid, turn.events)
+        with self.conn.pipeline():
+            for sql, params, many in statements:
+                if many:
+                    cur.executemany(_pg(sql), params)
+                else:
+                    cur.execute(_pg(sql), params)
 
     def counts(self) -> tuple[int, int]:
         row = self.conn.execute(_COUNTS).fetchone()
@@ -195,6 +234,3 @@ class PostgresFloor:
 
 
 _COUNTS = "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM tool_calls)"
-_INSERT_MESSAGE_PG = _pg(INSERT_MESSAGE)
-_INSERT_TOOL_CALL_PG = _pg(INSERT_TOOL_CALL)
-_UPSERT_INFO_PG = _pg(UPSERT_INFO)

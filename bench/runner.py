@@ -16,8 +16,13 @@ from bench.pg import redact
 from bench.stats import median
 
 ROOT = Path(__file__).resolve().parent.parent
-SYSTEMS = ("floor", "calls", "turn")
-SYSTEM_NAMES = {"floor": "floor", "calls": "kodestore (4 calls)", "turn": "kodestore save_turn"}
+SYSTEMS = ("floor", "floor_calls", "calls", "turn")
+SYSTEM_NAMES = {
+    "floor": "floor",
+    "floor_calls": "floor, 4-call sequence",  # a reference: the runtime's calls, nothing added
+    "calls": "kodestore (4 calls)",
+    "turn": "kodestore save_turn",
+}
 TARGETS = {("sqlite", "calls"): 1.5, ("sqlite", "turn"): 1.2, ("postgres", "calls"): 2.0}
 TARGETS[("postgres", "turn")] = 1.2
 CHILD_TIMEOUT_S = 3600

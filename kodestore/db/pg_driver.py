@@ -8,13 +8,14 @@ idle timeout), so the next call after an outage succeeds instead of failing once
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import math
 import re
 import select
 import time
-from collections.abc import AsyncIterator, Callable, Generator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any, TypeAlias
 
@@ -69,9 +70,10 @@ _EXPECT_ROW = "SELECT kodestore_expect_row(COUNT(*)) FROM guard"
 _STALE_SQLSTATE = "KS409"
 
 
-class _RolledBack(Exception):
-    """The connection died before COMMIT, so the server rolled the transaction back, or during a
-    guarded batch, which is safe to send again: the plan may run again on another connection."""
+class _RunAgain(Exception):
+    """The connection died where running the work again on another connection is safe: before
+    COMMIT (the server rolled the transaction back), during a read alone, or during a guarded batch
+    (see ``_run_guarded``)."""
 
     def __init__(self, error: psycopg.Error) -> None:
         super().__init__(str(error))
@@ -128,7 +130,8 @@ class PostgresDriver(SqlDriver):
         except psycopg.Error as exc:
             raise ConfigError(f"invalid Postgres DSN {redact_dsn(self.options.dsn)!r}") from exc
         kwargs: dict[str, Any] = {
-            "autocommit": False,
+            # a statement alone is its own transaction (one round trip); plans open theirs (BEGIN)
+            "autocommit": True,
             "connect_timeout": max(1, math.ceil(self._timeout_s)),
             "client_encoding": "utf8",
             "context": _ADAPTERS,  # the NUL-safe text codec, on every connection
@@ -186,14 +189,14 @@ class PostgresDriver(SqlDriver):
                 # server's own message instead of a pool timeout
                 async with await self.connect() as conn:
                     if migrate:
-                        self.migrated = await self._run_on(conn, self._schema_plan)
+                        self.migrated = await self._run_on(conn, plan=self._schema_plan)
                 self._pool = await self._open_pool()
             else:
                 if self._require_pool().closed:
                     raise ConfigError("the connection pool passed to kodestore must be open")
                 if migrate:
                     self.migrated = await self.run(self._schema_plan, write=True)
-        except _RolledBack as lost:
+        except _RunAgain as lost:
             raise self.translate_error(lost.error) from lost.error
         except psycopg.Error as exc:
             raise self.translate_error(exc) from exc
@@ -240,12 +243,22 @@ class PostgresDriver(SqlDriver):
         failover, ``pg_terminate_backend``). The server then rolls the transaction back, so nothing
         happened and the plan can start over; a death during COMMIT is not retried (its outcome is
         unknown) and surfaces as ``StorageError``."""
+        return await self._on_a_connection(functools.partial(self._run_on, plan=plan))
+
+    async def fetch(self, stmt: Stmt, *, write: bool = False) -> Any:
+        """A read alone needs no BEGIN and COMMIT: on our autocommit connections, one round trip."""
+        if write or not self._owns_pool:
+            return await super().fetch(stmt, write=write)
+        return await self._on_a_connection(functools.partial(_read_alone, stmt=stmt))
+
+    async def _on_a_connection(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """``work`` on a checked-out connection, again on another one when it raises ``_RunAgain``."""
         deadline = time.monotonic() + self._timeout_s
         for attempt in range(1, _PLAN_ATTEMPTS + 1):
             try:
                 async with self._checked_out() as conn:
-                    return await self._run_on(conn, plan)
-            except _RolledBack as lost:
+                    return await work(conn)
+            except _RunAgain as lost:
                 if attempt == _PLAN_ATTEMPTS or time.monotonic() >= deadline:
                     raise self.translate_error(lost.error) from lost.error
             except psycopg.Error as exc:
@@ -281,23 +294,23 @@ class PostgresDriver(SqlDriver):
         finally:
             await pool.putconn(conn)
 
-    async def _run_on(self, conn: Connection, plan: PlanFactory[T]) -> T:
+    async def _run_on(self, conn: Connection, *, plan: PlanFactory[T]) -> T:
         steps = plan()
         try:
             stmt = next(steps)
         except StopIteration as nothing_to_run:
             return nothing_to_run.value  # type: ignore[no-any-return]
         try:
-            if isinstance(stmt, Batch) and stmt.guarded and self._owns_pool:
+            if isinstance(stmt, Batch) and stmt.guarded and self._owns_pool and conn.autocommit:
                 return await self._run_guarded(conn, stmt, steps)
             return await self._run_in_transaction(conn, stmt, steps)
         finally:
             steps.close()
 
     async def _run_guarded(self, conn: Connection, batch: Batch, steps: Plan[T]) -> T:
-        """A guarded batch that ends its plan, in one round trip: with autocommit on, the statements
-        of one pipeline form one implicit transaction, committed at its end, undone whole if one
-        fails. A guard followed by writes raises on the server when it matches nothing, undoing them
+        """A guarded batch that ends its plan, in one round trip: on our autocommit connections, the
+        statements of one pipeline form one implicit transaction, committed at its end, undone whole
+        if one fails. A guard followed by writes raises on the server when it matches nothing, undoing them
         (a lone guard writes nothing either way).
 
         Safe to send again when the connection dies on the way (the outcome unknown): a save that
@@ -306,17 +319,12 @@ class PostgresDriver(SqlDriver):
         if writes:
             guard = Stmt(f"WITH guard AS ({guard.sql}) {_EXPECT_ROW}", guard.params, "one")
         try:
-            await conn.set_autocommit(True)
-            try:
-                results = await _execute_batch(conn, Batch((guard, *writes)), own_connection=True)
-            finally:
-                with suppress(psycopg.Error):  # left on (a cancelled pipeline): transactions still BEGIN
-                    await conn.set_autocommit(False)
+            results = await _execute_batch(conn, Batch((guard, *writes)), own_connection=True)
         except psycopg.Error as exc:
             if exc.sqlstate == _STALE_SQLSTATE:
                 results = [None] * len(batch.stmts)
             elif conn.broken:
-                raise _RolledBack(exc) from exc
+                raise _RunAgain(exc) from exc
             else:
                 raise
         try:
@@ -346,7 +354,7 @@ class PostgresDriver(SqlDriver):
                         return value
         except psycopg.Error as exc:
             if conn.broken and not committing:
-                raise _RolledBack(exc) from exc
+                raise _RunAgain(exc) from exc
             raise
 
     async def ping(self) -> None:
@@ -429,6 +437,17 @@ async def _execute_batch(conn: Connection, batch: Batch, own_connection: bool) -
             results.append(None)
         await cursor.close()
     return results
+
+
+async def _read_alone(conn: Connection, *, stmt: Stmt) -> Any:
+    """One read statement, its own transaction on an autocommit connection: safe to run again."""
+    try:
+        async with conn.cursor() as cursor:
+            return await _execute(cursor, stmt)
+    except psycopg.Error as exc:
+        if conn.broken:
+            raise _RunAgain(exc) from exc
+        raise
 
 
 async def _execute(cursor: AsyncCursor[TupleRow], stmt: Stmt) -> Any:
