@@ -384,6 +384,28 @@ async def test_interleaved_saves_of_two_stores_end_as_the_last_call(open_store: 
         assert await _lists(reader) == (messages, records, count), f"step {step}: {kind}"
 
 
+@pytest.mark.parametrize("metadata", [None, {"team": "a"}])
+async def test_info_set_again_wins_over_another_stores_change(
+    open_store: OpenStore, metadata: dict[str, Any] | None
+) -> None:
+    """A store saving the values it saved last checks them instead of writing them again (sparing
+    their index entries); when another store changed them in between, the last call still wins."""
+    a, b = await open_store(), await open_store()
+    mine = sample_info(AGENT)
+    mine.metadata, mine.template_id = metadata, "template-a"
+    for _ in range(3):
+        await a.save_info(AGENT, mine)
+    theirs = sample_info(AGENT)
+    theirs.metadata, theirs.template_id, theirs.message_count = {"team": "b"}, "template-b", 7
+    await b.save_info(AGENT, theirs)
+    await a.save_info(AGENT, mine)
+    for reader in (a, b, await open_store()):
+        assert await reader.load_info(AGENT) == mine
+        (session,) = await reader.query_sessions(template_id="template-a")
+        assert session.agent_id == AGENT
+        assert await reader.query_sessions(template_id="template-b") == []
+
+
 # ---- SQLite writes inline, without blocking the loop ---------------------------------------------
 
 

@@ -60,6 +60,8 @@ class Dialect(ABC):
     #: first statement of a read transaction whose queries must all see one snapshot; "" where every
     #: transaction already does (SQLite reads one WAL snapshot from its first read to COMMIT)
     snapshot_read: str = ""
+    #: ``a <is_same> b`` is true when both are equal or both NULL
+    is_same: str = "IS NOT DISTINCT FROM"
 
     @abstractmethod
     def content_has_type(self, column: str) -> str:

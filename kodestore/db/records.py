@@ -236,10 +236,35 @@ class _Change(Generic[K]):
         return self.version, self.rows, self.tail.whole
 
 
-@lru_cache(maxsize=64)
-def _guarded_update_sql(columns: tuple[str, ...], guards: tuple[str, ...]) -> str:
+#: columns of the agent's row that a save rarely changes: when one holds the value this process last
+#: wrote and the save writes that value again, the guarded update checks it instead of setting it,
+#: which spares its index entries (SQLite updates only the indexes of the columns it sets)
+_SAME_UNLESS_CHANGED = ("template_id", "created_at_ms", "message_count", "metadata", "lineage")
+
+
+class _LastWritten:
+    """LRU of the ``_SAME_UNLESS_CHANGED`` values this process last wrote to each agent's row."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def get(self, agent_id: str) -> dict[str, Any]:
+        return self._entries.get(agent_id, {})
+
+    def put(self, agent_id: str, values: dict[str, Any]) -> None:
+        self._entries[agent_id] = values
+        self._entries.move_to_end(agent_id)
+        while len(self._entries) > _CACHE_AGENTS:
+            self._entries.popitem(last=False)
+
+    def forget(self, agent_id: str) -> None:
+        self._entries.pop(agent_id, None)
+
+
+@lru_cache(maxsize=256)
+def _guarded_update_sql(columns: tuple[str, ...], guards: tuple[str, ...], is_same: str) -> str:
     assignments = ", ".join(f"{column} = ?" for column in columns)
-    conditions = "".join(f" AND {guard} = ?" for guard in guards)
+    conditions = "".join(f" AND {guard} {is_same} ?" for guard in guards)
     return f"UPDATE agents SET {assignments} WHERE agent_id = ?{conditions} RETURNING agent_id"
 
 
@@ -249,12 +274,16 @@ def _guarded_update(
     info: InfoRow | None,
     messages: _Change[int] | None,
     tool_calls: _Change[str] | None,
-) -> Stmt:
+    last_written: dict[str, Any],
+    is_same: str,
+) -> tuple[Stmt, dict[str, Any]]:
     """One ``UPDATE`` of the agent's row: its info, message count and new version tokens, only
     where the tokens are still those the changes were diffed against; it returns no row otherwise
-    (or when the agent has no row)."""
+    (or when the agent has no row). A column that would be set to the value this process last
+    wrote there (``last_written``) is checked instead: if another writer changed it, the update
+    matches nothing either. Also returns the ``_SAME_UNLESS_CHANGED`` values the row then holds."""
     columns: dict[str, Any] = {}
-    guards: dict[str, int] = {}
+    guards: dict[str, Any] = {}
     if info is not None:
         columns.update(
             template_id=info.template_id,
@@ -271,12 +300,17 @@ def _guarded_update(
     if tool_calls is not None:
         columns["tool_calls_version"] = tool_calls.version
         guards["tool_calls_version"] = tool_calls.expected
+    written = {column: columns[column] for column in _SAME_UNLESS_CHANGED if column in columns}
+    for column, value in written.items():
+        if column in last_written and last_written[column] == value:
+            guards[column] = columns.pop(column)
     columns["updated_at_ms"] = now_ms
-    return Stmt(
-        _guarded_update_sql(tuple(columns), tuple(guards)),
+    stmt = Stmt(
+        _guarded_update_sql(tuple(columns), tuple(guards), is_same),
         (*columns.values(), agent_id, *guards.values()),
         "one",
     )
+    return stmt, {**last_written, **written}
 
 
 def save_info_plan(row: InfoRow, now_ms: int) -> Plan[None]:
@@ -407,6 +441,7 @@ class SqlRecords(RecordBackend):
         self._for_update = driver.dialect.for_update
         self._messages: _VersionedCache[int] = _VersionedCache()
         self._tool_calls: _VersionedCache[str] = _VersionedCache()
+        self._last_written = _LastWritten()
         self._message_rows = AppendedRows(Message, message_rows)
         self._tool_call_rows = AppendedRows(ToolCallRecord, tool_call_rows)
 
@@ -580,11 +615,20 @@ class SqlRecords(RecordBackend):
 
         def diffed() -> Plan[None]:
             """The guarded update and the writes, sent together; rolled back if the guard failed."""
-            update = _guarded_update(agent_id, now_ms, info, message_change, tool_call_change)
+            update, row_values = _guarded_update(
+                agent_id,
+                now_ms,
+                info,
+                message_change,
+                tool_call_change,
+                self._last_written.get(agent_id),
+                self.driver.dialect.is_same,
+            )
             writes = (stmt for change in changes for stmt in change.writes)
             results = yield Batch((update, *writes), guarded=True)
             if results[0] is None:
                 raise _Stale
+            self._last_written.put(agent_id, row_values)
             if message_change is not None:
                 self._messages.put(agent_id, *message_change.cached)
             if tool_call_change is not None:
@@ -605,10 +649,12 @@ class SqlRecords(RecordBackend):
                     return await self.driver.run(diffed, write=True, light=light)
                 except _Stale:
                     pass  # another process saved since: diff against what it stored
+            self._last_written.forget(agent_id)  # the row's values are the database's again
             await self.driver.run(diffed_again, write=True)
         except BaseException:
             self._messages.forget(agent_id)
             self._tool_calls.forget(agent_id)
+            self._last_written.forget(agent_id)
             raise
 
     async def _check_starts(

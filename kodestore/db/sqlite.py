@@ -38,6 +38,7 @@ class _Busy(Exception):
 class SqliteDialect(Dialect):
     name = "sqlite"
     for_update = ""  # BEGIN IMMEDIATE already holds the write lock
+    is_same = "IS"
 
     # ``->`` yields a value's JSON text as stored, and ``json_quote`` escapes exactly as orjson does,
     # so strings compare in full: json_extract and json_each values stop at the first NUL character.
