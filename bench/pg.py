@@ -8,6 +8,8 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from kodestore.config import redact_dsn
+
 DEFAULT_DSN = "postgresql://root@127.0.0.1:5432/test"
 
 
@@ -26,7 +28,7 @@ def unavailable(dsn: str) -> str | None:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         detail = " ".join(str(exc).split())[:160]
-        return f"cannot connect to {redact(dsn)} ({type(exc).__name__}: {detail})"
+        return f"cannot connect to {redact_dsn(dsn)} ({type(exc).__name__}: {detail})"
     return None
 
 
@@ -41,13 +43,6 @@ def store_unavailable() -> str | None:
     except Exception as exc:  # any import failure is a reason to skip, reported as is
         return f"PostgresStore cannot be imported ({type(exc).__name__}: {exc})"
     return None
-
-
-def redact(dsn: str) -> str:
-    """The DSN without its password (URL or key=value form), for output and the results file."""
-    from kodestore.config import redact_dsn
-
-    return redact_dsn(dsn)
 
 
 @contextmanager

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from bench.pg import redact
 from bench.stats import median
+from kodestore.config import redact_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ("floor", "floor_calls", "calls", "turn")
@@ -54,7 +54,7 @@ class Run:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["config"]["dsn"] = redact(self.config.dsn)
+        data["config"]["dsn"] = redact_dsn(self.config.dsn)
         data["summary"] = {backend: summarize(self, backend) for backend in self.rounds}
         return data
 

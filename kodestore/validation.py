@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -92,3 +92,14 @@ def check_dict(value: Any, name: str) -> dict[str, Any] | None:
     if value is not None and not isinstance(value, dict):
         raise ValueError(f"{name} must be a dict, got {type(value).__name__}")
     return value
+
+
+def check_unique_ids(ids: Sequence[str]) -> None:
+    """``ValueError`` naming the first tool-call id seen twice, at its position in ``records``."""
+    if len(set(ids)) == len(ids):
+        return
+    seen: set[str] = set()
+    for position, record_id in enumerate(ids):
+        if record_id in seen:
+            raise ValueError(f"records[{position}]: duplicate tool call id {record_id!r}")
+        seen.add(record_id)

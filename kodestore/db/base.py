@@ -61,7 +61,7 @@ class Dialect(ABC):
     #: transaction already does (SQLite reads one WAL snapshot from its first read to COMMIT)
     snapshot_read: str = ""
     #: ``a <is_same> b`` is true when both are equal or both NULL
-    is_same: str = "IS NOT DISTINCT FROM"
+    is_same: str
 
     @abstractmethod
     def content_has_type(self, column: str) -> str:

@@ -22,6 +22,7 @@ class PostgresDialect(Dialect):
 
     name = "postgres"
     for_update = " FOR UPDATE"
+    is_same = "IS NOT DISTINCT FROM"
     # READ COMMITTED takes a new snapshot per statement; an export's four queries need one
     snapshot_read = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 

@@ -62,6 +62,7 @@ from kodestore.validation import ms_to_iso
 
 K = TypeVar("K")
 R = TypeVar("R")
+V = TypeVar("V")
 
 _CACHE_AGENTS = 2048
 LIGHT_ROWS = 64  # a save writing at most this many rows from a known state is light (see SqlDriver.run)
@@ -79,11 +80,28 @@ class _Stored(Generic[K]):
     source: Sequence[Any] | None = None
 
 
-class _VersionedCache(Generic[K]):
-    """LRU of ``_Stored`` per agent, trusted only while the agent's version token matches."""
+class _PerAgent(Generic[V]):
+    """One value per agent, the ``_CACHE_AGENTS`` most recently stored kept."""
 
     def __init__(self) -> None:
-        self._entries: OrderedDict[str, _Stored[K]] = OrderedDict()
+        self._entries: OrderedDict[str, V] = OrderedDict()
+
+    def latest(self, agent_id: str) -> V | None:
+        return self._entries.get(agent_id)
+
+    def put(self, agent_id: str, value: V) -> None:
+        self._entries[agent_id] = value
+        self._entries.move_to_end(agent_id)
+        while len(self._entries) > _CACHE_AGENTS:
+            self._entries.popitem(last=False)
+
+    def forget(self, agent_id: str) -> None:
+        self._entries.pop(agent_id, None)
+
+
+class _VersionedCache(_PerAgent[_Stored[K]]):
+    """``_Stored`` per agent, trusted only while the agent's version token matches; ``latest`` is
+    what this process last saw stored, whatever the stored token is now."""
 
     def get(self, agent_id: str, version: int) -> dict[K, tuple[bytes, int]] | None:
         entry = self._entries.get(agent_id)
@@ -91,25 +109,6 @@ class _VersionedCache(Generic[K]):
             return None
         self._entries.move_to_end(agent_id)
         return entry.rows
-
-    def latest(self, agent_id: str) -> _Stored[K] | None:
-        """What this process last saw stored, whatever the stored token is now."""
-        return self._entries.get(agent_id)
-
-    def put(
-        self,
-        agent_id: str,
-        version: int,
-        rows: dict[K, tuple[bytes, int]],
-        source: Sequence[Any] | None = None,
-    ) -> None:
-        self._entries[agent_id] = _Stored(version, rows, source)
-        self._entries.move_to_end(agent_id)
-        while len(self._entries) > _CACHE_AGENTS:
-            self._entries.popitem(last=False)
-
-    def forget(self, agent_id: str) -> None:
-        self._entries.pop(agent_id, None)
 
 
 def _new_version() -> int:
@@ -231,34 +230,15 @@ class _Change(Generic[K]):
     tail: Tail[Any]  # what was saved
 
     @property
-    def cached(self) -> tuple[int, dict[K, tuple[bytes, int]], Sequence[Any] | None]:
+    def cached(self) -> _Stored[K]:
         """What the cache holds once the change is committed."""
-        return self.version, self.rows, self.tail.whole
+        return _Stored(self.version, self.rows, self.tail.whole)
 
 
 #: columns of the agent's row that a save rarely changes: when one holds the value this process last
 #: wrote and the save writes that value again, the guarded update checks it instead of setting it,
 #: which spares its index entries (SQLite updates only the indexes of the columns it sets)
 _SAME_UNLESS_CHANGED = ("template_id", "created_at_ms", "message_count", "metadata", "lineage")
-
-
-class _LastWritten:
-    """LRU of the ``_SAME_UNLESS_CHANGED`` values this process last wrote to each agent's row."""
-
-    def __init__(self) -> None:
-        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
-
-    def get(self, agent_id: str) -> dict[str, Any]:
-        return self._entries.get(agent_id, {})
-
-    def put(self, agent_id: str, values: dict[str, Any]) -> None:
-        self._entries[agent_id] = values
-        self._entries.move_to_end(agent_id)
-        while len(self._entries) > _CACHE_AGENTS:
-            self._entries.popitem(last=False)
-
-    def forget(self, agent_id: str) -> None:
-        self._entries.pop(agent_id, None)
 
 
 @lru_cache(maxsize=256)
@@ -441,7 +421,8 @@ class SqlRecords(RecordBackend):
         self._for_update = driver.dialect.for_update
         self._messages: _VersionedCache[int] = _VersionedCache()
         self._tool_calls: _VersionedCache[str] = _VersionedCache()
-        self._last_written = _LastWritten()
+        # the ``_SAME_UNLESS_CHANGED`` values this process last wrote to each agent's row
+        self._last_written: _PerAgent[dict[str, Any]] = _PerAgent()
         self._message_rows = AppendedRows(Message, message_rows)
         self._tool_call_rows = AppendedRows(ToolCallRecord, tool_call_rows)
 
@@ -496,7 +477,7 @@ class SqlRecords(RecordBackend):
             "UPDATE agents SET message_count = ?, messages_version = ?, updated_at_ms = ? WHERE agent_id = ?",
             (tail.end, new_version, now_ms, agent_id),
         )
-        self._messages.put(agent_id, new_version, new_rows, tail.whole)
+        self._messages.put(agent_id, _Stored(new_version, new_rows, tail.whole))
 
     def _message_change(self, agent_id: str, tail: Tail[MessageRow], now_ms: int) -> _Change[int] | None:
         known = self._messages.latest(agent_id)
@@ -542,7 +523,7 @@ class SqlRecords(RecordBackend):
             "UPDATE agents SET tool_calls_version = ?, updated_at_ms = ? WHERE agent_id = ?",
             (new_version, now_ms, agent_id),
         )
-        self._tool_calls.put(agent_id, new_version, new_rows, tail.whole)
+        self._tool_calls.put(agent_id, _Stored(new_version, new_rows, tail.whole))
 
     def _tool_call_change(self, agent_id: str, tail: Tail[ToolCallRow]) -> _Change[str] | None:
         known = self._tool_calls.latest(agent_id)
@@ -621,7 +602,7 @@ class SqlRecords(RecordBackend):
                 info,
                 message_change,
                 tool_call_change,
-                self._last_written.get(agent_id),
+                self._last_written.latest(agent_id) or {},
                 self.driver.dialect.is_same,
             )
             writes = (stmt for change in changes for stmt in change.writes)
@@ -630,9 +611,9 @@ class SqlRecords(RecordBackend):
                 raise _Stale
             self._last_written.put(agent_id, row_values)
             if message_change is not None:
-                self._messages.put(agent_id, *message_change.cached)
+                self._messages.put(agent_id, message_change.cached)
             if tool_call_change is not None:
-                self._tool_calls.put(agent_id, *tool_call_change.cached)
+                self._tool_calls.put(agent_id, tool_call_change.cached)
 
         def diffed_again() -> Plan[None]:
             if info is not None:
@@ -828,12 +809,10 @@ class SqlRecords(RecordBackend):
                     [(agent_id, *row) for row in side],
                     many=True,
                 )
-        self._messages.put(
-            agent_id,
-            messages_version,
-            {m.seq: (m.hash, ms) for m, ms in zip(rows.messages, created, strict=True)},
-        )
-        self._tool_calls.put(agent_id, tool_calls_version, {t.id: (t.hash, 0) for t in rows.tool_calls})
+        message_hashes = {m.seq: (m.hash, ms) for m, ms in zip(rows.messages, created, strict=True)}
+        self._messages.put(agent_id, _Stored(messages_version, message_hashes))
+        tool_call_hashes = {t.id: (t.hash, 0) for t in rows.tool_calls}
+        self._tool_calls.put(agent_id, _Stored(tool_calls_version, tool_call_hashes))
 
     async def import_agent(self, records: AgentRecords, now_ms: int) -> None:
         check_side_rows(records.side_rows)

@@ -18,7 +18,7 @@ import orjson
 
 from kodestore.jsonutil import dumps, loads
 from kodestore.models import AgentInfo, JSONDict, Message, Snapshot, ToolCallRecord
-from kodestore.validation import iso_to_epoch_ms
+from kodestore.validation import check_unique_ids, iso_to_epoch_ms
 
 _MESSAGE_KEYS = ("role", "content", "metadata")
 _COMMA = 0x2C
@@ -120,12 +120,7 @@ def message_from_columns(role: str, content: str, metadata: str | None, extra: s
 
 def tool_call_rows(records: Sequence[ToolCallRecord], first: int = 0, *, base: int = 0) -> list[ToolCallRow]:
     """Rows of ``records[first:]``, ``records[i]`` at position ``base + i``; ids must be unique."""
-    if len(set(map(_ID, records))) != len(records):
-        seen: set[str] = set()
-        for position, record in enumerate(records):
-            if record.id in seen:
-                raise ValueError(f"records[{position}]: duplicate tool call id {record.id!r}")
-            seen.add(record.id)
+    check_unique_ids(list(map(_ID, records)))
     rows = []
     for index in range(first, len(records)):
         record = records[index]

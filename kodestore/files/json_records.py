@@ -28,7 +28,7 @@ from kodestore.files.atomic import (
 )
 from kodestore.jsonutil import dumps
 from kodestore.models import AgentInfo, JSONDict, Message, Snapshot, ToolCallRecord
-from kodestore.validation import iso_to_epoch_ms, ms_to_iso
+from kodestore.validation import check_unique_ids, iso_to_epoch_ms, ms_to_iso
 
 INFO_FILE = "info.json"
 MESSAGES_FILE = "messages.json"
@@ -117,7 +117,7 @@ class JsonRecords(RecordBackend):
             record_list = self._spliced(
                 agent_id, TOOL_CALLS_FILE, tool_calls[1], _stored_tool_calls(tool_calls[0]), "records"
             )
-            _check_unique([str(record.get("id")) for record in record_list])
+            check_unique_ids([str(record.get("id")) for record in record_list])
         return message_list, record_list
 
     def _save_turn(
@@ -262,17 +262,9 @@ class JsonRecords(RecordBackend):
         return await asyncio.to_thread(self._list_agents, prefix)
 
 
-def _check_unique(ids: Sequence[str]) -> None:
-    seen: set[str] = set()
-    for position, record_id in enumerate(ids):
-        if record_id in seen:
-            raise ValueError(f"records[{position}]: duplicate tool call id {record_id!r}")
-        seen.add(record_id)
-
-
 def _stored_tool_calls(records: Sequence[ToolCallRecord]) -> list[JSONDict]:
     """The records as ``tool-calls.json`` holds them; ``ValueError`` for an id seen twice."""
-    _check_unique([record.id for record in records])
+    check_unique_ids([record.id for record in records])
     stored: list[JSONDict] = []
     for record in records:
         data = record.to_dict()
