@@ -103,8 +103,9 @@ class RecordBackend(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    async def save_info(self, info: AgentInfo, now_ms: int) -> None:
-        """Insert or replace; ``AgentDeleted`` when the agent was deleted after ``info.created_at``."""
+    async def save_info(self, info: AgentInfo, now_ms: int) -> bool:
+        """Insert or replace; ``AgentDeleted`` when the agent was deleted after ``info.created_at``.
+        ``False`` only when it replaced the info of an agent already stored (not deleted since)."""
 
     @abstractmethod
     async def load_info(self, agent_id: str) -> JSONDict | None: ...
@@ -133,10 +134,11 @@ class RecordBackend(ABC):
         info: AgentInfo | None,
         now_ms: int,
         before: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
+    ) -> bool:
         """Everything one turn changed, atomically where the backend can. ``(items, start)``
         replaces the stored list from position ``start`` on (``ValueError`` if fewer are stored);
-        ``before`` runs once everything is validated, right before the first write."""
+        ``before`` runs once everything is validated, right before the first write. Returns what
+        ``save_info`` returns, with an ``info``; else ``False``."""
 
     @abstractmethod
     async def save_snapshot(self, agent_id: str, snapshot: Snapshot, now_ms: int) -> None: ...
@@ -213,8 +215,10 @@ class RuntimeFiles(ABC):
         """Remove the agent's files and leave a tombstone: later writes raise ``AgentDeleted``."""
 
     @abstractmethod
-    async def revive(self, agent_id: str) -> None:
-        """Remove the tombstone (the agent is being created again)."""
+    async def revive(self, agent_id: str, recreated: bool = True) -> None:
+        """Remove the tombstone (the agent is being created again). ``recreated=False``: the records
+        replaced the info of a stored agent, so a tombstone can only be one a crash left behind; a
+        half may then skip the work once it has revived the agent in this process."""
 
     @abstractmethod
     async def agent_ids(self) -> list[str]:

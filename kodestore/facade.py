@@ -214,7 +214,7 @@ class Store:
         async def append_events() -> None:
             await self._files.append_events(agent_id, *lines)
 
-        await self._records.save_turn(
+        created = await self._records.save_turn(
             agent_id,
             None if message_models is None else (message_models, messages_from),
             None if record_models is None else (record_models, tool_call_records_from),
@@ -223,7 +223,7 @@ class Store:
             before=append_events if lines else None,
         )
         if info_model is not None:
-            await self._files.revive(agent_id)
+            await self._files.revive(agent_id, recreated=created)
 
     @operation("saves")
     async def save_todos(self, agent_id: str, snapshot: TodoSnapshot | JSONDict) -> None:
@@ -400,8 +400,8 @@ class Store:
 
         After ``delete``, an info created before the deletion raises ``AgentDeleted`` (a late write
         from a process that still held the agent); a newer one re-creates the agent."""
-        await self._records.save_info(self._checked_info(agent_id, info), now_ms())
-        await self._files.revive(agent_id)
+        created = await self._records.save_info(self._checked_info(agent_id, info), now_ms())
+        await self._files.revive(agent_id, recreated=created)
 
     @operation("loads")
     async def load_info(self, agent_id: str) -> AgentInfo | None:

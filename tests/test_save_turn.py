@@ -249,6 +249,25 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         await drop_test_schema(opened[0])
 
 
+async def test_saves_of_every_size_and_shape_load_back_whole(open_store: OpenStore) -> None:
+    """A turn's save is one statement on Postgres; saves that do not fit one (tens of thousands of
+    parameters) or that delete records by id take the pipeline: each loads back what it saved."""
+    store = await open_store()
+    await store.save_info(AGENT, _info())
+    history, records = _history(20), _records(10)
+    await store.save_turn(AGENT, messages=history, tool_call_records=records)  # diffed on the server
+    history.append(sample_message(20))
+    await store.save_turn(AGENT, messages=history, tool_call_records=records)  # one small statement
+    assert await _lists(store) == (history, records, 21)
+    huge = [sample_message(i, text=f"rewritten {i}") for i in range(4_500)]  # 36,000 parameters
+    await store.save_messages(AGENT, huge)
+    assert await _lists(store) == (huge, records, 4_500)
+    kept = records[::2]  # the others are deleted by id
+    await store.save_tool_call_records(AGENT, kept)
+    assert await _lists(store) == (huge, kept, 4_500)
+    assert await _lists(await open_store()) == (huge, kept, 4_500)
+
+
 @pytest.mark.parametrize("next_save", ["slice", "full"])
 async def test_a_stale_store_saves_exactly_what_it_was_given(open_store: OpenStore, next_save: str) -> None:
     a, b = await open_store(), await open_store()

@@ -12,7 +12,8 @@ again.
 
 from __future__ import annotations
 
-import secrets
+import os
+import random
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -111,8 +112,15 @@ class _VersionedCache(_PerAgent[_Stored[K]]):
         return entry.rows
 
 
+#: version tokens only need to differ between writers: a generator seeded from os.urandom (and again in
+#: a forked child) is as good for that as ``secrets``, without a system call per save; it is private, so
+#: an application seeding ``random`` cannot make two processes draw the same tokens
+_TOKENS = random.Random()
+os.register_at_fork(after_in_child=_TOKENS.seed)
+
+
 def _new_version() -> int:
-    return secrets.randbits(62) + 1
+    return _TOKENS.getrandbits(62) + 1
 
 
 def _message_params(agent_id: str, row: MessageRow, created_at: int) -> tuple[Any, ...]:
@@ -293,8 +301,9 @@ def _guarded_update(
     return stmt, {**last_written, **written}
 
 
-def save_info_plan(row: InfoRow, now_ms: int) -> Plan[None]:
-    """Update the agent's row; only when there is none, check the tombstone, then insert.
+def save_info_plan(row: InfoRow, now_ms: int) -> Plan[bool]:
+    """Update the agent's row; only when there is none, check the tombstone, then insert (and
+    return ``True``: the agent was created).
 
     The common case (an agent saving its info every turn) is one statement; the tombstone is read
     only on the path that could bring a deleted agent back."""
@@ -308,7 +317,7 @@ def save_info_plan(row: InfoRow, now_ms: int) -> Plan[None]:
         row.info,
     )
     if (yield Stmt(_UPDATE_INFO, (*columns, row.agent_id), "one")) is not None:
-        return
+        return False
     tombstone = yield Stmt(
         "SELECT deleted_at_ms FROM deleted_agents WHERE agent_id = ?", (row.agent_id,), "one"
     )
@@ -318,6 +327,7 @@ def save_info_plan(row: InfoRow, now_ms: int) -> Plan[None]:
             f" before that ({ms_to_iso(row.created_at_ms)}) is a late write and was refused"
         )
     yield Stmt(_UPSERT_INFO, (row.agent_id, *columns))
+    return True
 
 
 def _moved_messages(stored: dict[int, tuple[bytes, int]], tail: Tail[MessageRow]) -> dict[bytes, list[int]]:
@@ -434,8 +444,8 @@ class SqlRecords(RecordBackend):
 
     # ---- info ------------------------------------------------------------------------------------
 
-    async def save_info(self, info: AgentInfo, now_ms: int) -> None:
-        await self._save(info.agent_id, now_ms, info=info_row(info))
+    async def save_info(self, info: AgentInfo, now_ms: int) -> bool:
+        return await self._save(info.agent_id, now_ms, info=info_row(info))
 
     async def load_info(self, agent_id: str) -> JSONDict | None:
         stmt = Stmt("SELECT info, message_count FROM agents WHERE agent_id = ?", (agent_id,), "one")
@@ -558,10 +568,10 @@ class SqlRecords(RecordBackend):
         info: AgentInfo | None,
         now_ms: int,
         before: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
+    ) -> bool:
         """Messages, tool calls and info of one turn, committed together; ``before`` runs once the
         turn is validated and diffed, right before its transaction."""
-        await self._save(
+        return await self._save(
             agent_id,
             now_ms,
             info=None if info is None else info_row(info),
@@ -579,10 +589,10 @@ class SqlRecords(RecordBackend):
         messages: Tail[MessageRow] | None = None,
         tool_calls: Tail[ToolCallRow] | None = None,
         before: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
+    ) -> bool:
         """Every save: diffed against the cached state first, then applied by one guarded update
         of the agent's row and the writes; diffed again, in the same transaction, if that finds the
-        stored state changed (or nothing was cached)."""
+        stored state changed (or nothing was cached). ``True`` when it created the agent's row."""
         message_change = None if messages is None else self._message_change(agent_id, messages, now_ms)
         tool_call_change = None if tool_calls is None else self._tool_call_change(agent_id, tool_calls)
         changes = [change for change in (message_change, tool_call_change) if change is not None]
@@ -594,7 +604,7 @@ class SqlRecords(RecordBackend):
                 await self._check_starts(agent_id, messages, tool_calls)
             await before()
 
-        def diffed() -> Plan[None]:
+        def diffed() -> Plan[bool]:
             """The guarded update and the writes, sent together; rolled back if the guard failed."""
             update, row_values = _guarded_update(
                 agent_id,
@@ -614,14 +624,15 @@ class SqlRecords(RecordBackend):
                 self._messages.put(agent_id, message_change.cached)
             if tool_call_change is not None:
                 self._tool_calls.put(agent_id, tool_call_change.cached)
+            return False  # the guarded update changed an existing row
 
-        def diffed_again() -> Plan[None]:
-            if info is not None:
-                yield from save_info_plan(info, now_ms)
+        def diffed_again() -> Plan[bool]:
+            created = info is not None and (yield from save_info_plan(info, now_ms))
             if messages is not None:
                 yield from self.replace_messages_plan(agent_id, messages, now_ms)
             if tool_calls is not None:
                 yield from self.replace_tool_calls_plan(agent_id, tool_calls, now_ms)
+            return created
 
         try:
             if known:
@@ -631,7 +642,7 @@ class SqlRecords(RecordBackend):
                 except _Stale:
                     pass  # another process saved since: diff against what it stored
             self._last_written.forget(agent_id)  # the row's values are the database's again
-            await self.driver.run(diffed_again, write=True)
+            return await self.driver.run(diffed_again, write=True)
         except BaseException:
             self._messages.forget(agent_id)
             self._tool_calls.forget(agent_id)

@@ -49,6 +49,7 @@ class DiskFiles(RuntimeFiles):
         self.durability: Durability = durability
         # every call starts from an agent id; building its Path (pathlib, validation) costs more than a write
         self._agent_dirs = lru_cache(maxsize=_CACHED_AGENT_DIRS)(partial(agent_dir, self.base_dir))
+        self._revived: set[str] = set()  # agents whose tombstone this process removed (or found none)
         self._events = LogCache(lambda directory: EventLog(directory, durability))
         self._history = LogCache(
             lambda path: AppendLog(path, durability, agent_directory=path.parent.parent), _OPEN_HISTORY_LOGS
@@ -136,6 +137,7 @@ class DiskFiles(RuntimeFiles):
     async def delete_agent(self, agent_id: str, deleted_at_ms: int) -> None:
         """Remove this half's files and leave the tombstone (the directory holds only that after)."""
         directory = self.agent_dir(agent_id)
+        self._revived.discard(agent_id)
         await self._events.discard(directory)
         for kind in HISTORY_KINDS:
             await self._history.discard(self._history_path(agent_id, kind))
@@ -148,9 +150,14 @@ class DiskFiles(RuntimeFiles):
         remove_dir_if_empty(directory / HISTORY_DIR)
         remove_files(directory, (*EVENT_FILES, TODOS_FILE, MEDIA_CACHE_FILE))
 
-    async def revive(self, agent_id: str) -> None:
+    async def revive(self, agent_id: str, recreated: bool = True) -> None:
+        if not recreated and agent_id in self._revived:
+            return  # an info update, after one revive in this process: no unlink per turn
         # inline: one unlink of a file that is almost never there, cheaper than a hop to a thread
         tombstone.revive(self.agent_dir(agent_id))
+        if len(self._revived) >= _CACHED_AGENT_DIRS:
+            self._revived.clear()  # forgetting only costs an unlink on the agent's next save
+        self._revived.add(agent_id)
 
     async def agent_ids(self) -> list[str]:
         return await asyncio.to_thread(_agents_with_files, self.base_dir)

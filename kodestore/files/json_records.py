@@ -186,8 +186,9 @@ class JsonRecords(RecordBackend):
     async def close(self) -> None:
         return None  # no descriptor stays open between calls
 
-    async def save_info(self, info: AgentInfo, now_ms: int) -> None:
+    async def save_info(self, info: AgentInfo, now_ms: int) -> bool:
         await self._locked(info.agent_id, lambda: self._save_info(info))
+        return True  # the tombstone lives beside the info file: always have it checked
 
     async def load_info(self, agent_id: str) -> JSONDict | None:
         info: JSONDict | None = await asyncio.to_thread(self._read, agent_id, INFO_FILE)
@@ -215,7 +216,7 @@ class JsonRecords(RecordBackend):
         info: AgentInfo | None,
         now_ms: int,
         before: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
+    ) -> bool:
         """Info, then messages, then tool calls: each file atomic, the turn as a whole not."""
         async with self._lock(agent_id):
             message_list, record_list = await asyncio.to_thread(
@@ -224,6 +225,7 @@ class JsonRecords(RecordBackend):
             if before is not None:
                 await before()
             await asyncio.to_thread(self._save_turn, agent_id, message_list, record_list, info)
+        return info is not None
 
     async def import_agent(self, records: AgentRecords, now_ms: int) -> None:
         """Each file atomic, the agent as a whole not (as ``save_turn``); the timestamps are dropped.

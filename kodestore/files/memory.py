@@ -119,7 +119,7 @@ class MemoryFiles(RuntimeFiles):
         self._agents.pop(agent_id, None)
         self._deleted.add(agent_id)
 
-    async def revive(self, agent_id: str) -> None:
+    async def revive(self, agent_id: str, recreated: bool = True) -> None:
         self._deleted.discard(agent_id)
 
     async def agent_ids(self) -> list[str]:
