@@ -19,6 +19,12 @@ def _mb(value: float) -> str:
     return f"{value / 1e6:.1f}"
 
 
+def _disk(row: dict[str, Any]) -> str:
+    """Bytes on disk, with the SQLite write-ahead log's share when there is one."""
+    wal = row.get("wal_bytes")
+    return _mb(row["disk_bytes"]) if wal is None else f"{_mb(row['disk_bytes'])} ({_mb(wal)} WAL)"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [header, ["-" * w for w in widths], *rows]
@@ -60,7 +66,7 @@ def w1_table(summary: dict[str, Any]) -> str:
                 f"{row['p99_ms']:.3f}",
                 f"{row['cpu_s']:.2f}",
                 f"{row['rss_peak_kb'] / 1024:.0f}",
-                _mb(row["disk_bytes"]),
+                _disk(row),
                 "1.00" if ratio is None else f"{ratio:.2f}",
                 "1.00" if ratio is None else f"{row['cpu_ratio']:.2f}",
                 verdict,

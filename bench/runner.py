@@ -140,6 +140,8 @@ def summarize(run: Run, backend: str) -> dict[str, Any]:
             "rss_start_kb",
         )
         row: dict[str, Any] = {key: median([r[key] for r in results]) for key in keys}
+        if all("wal_bytes" in r for r in results):
+            row["wal_bytes"] = median([r["wal_bytes"] for r in results])
         deciles = zip(*(r["decile_p50_ms"] for r in results), strict=True)
         row["decile_p50_ms"] = [median(list(values)) for values in deciles]
         floor = rounds.get("floor")

@@ -101,11 +101,12 @@ async def open_store(backend: str, root: Path, dsn: str = "", schema: str = "") 
     )
 
 
-def tree_bytes(root: Path) -> int:
-    """Bytes of every data file under ``root`` (SQLite's shared-memory index and lock files excluded)."""
+def tree_bytes(root: Path, suffix: str = "") -> int:
+    """Bytes of every data file under ``root`` (SQLite's shared-memory index and lock files excluded),
+    or of those whose name ends with ``suffix``."""
     total = 0
     for directory, _, names in os.walk(root):
         for name in names:
-            if not name.endswith(("-shm", ".lock")):
+            if name.endswith(suffix) and not name.endswith(("-shm", ".lock")):
                 total += os.lstat(os.path.join(directory, name)).st_size
     return total
