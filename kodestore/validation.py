@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from kodestore.errors import InvalidAgentId
@@ -13,8 +15,23 @@ MAX_AGENT_ID_LENGTH = 200
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+_VALID_IDS: set[str] = set()  # ids that passed: a runtime names the same few agents call after call
+_VALID_IDS_KEPT = 4096
+
+
 def validate_agent_id(agent_id: object) -> str:
     """Return ``agent_id`` if it is safe as a file name and a key; raise ``InvalidAgentId`` otherwise."""
+    if type(agent_id) is not str:  # a subclass may redefine == and hash: checked every time, not cached
+        return _check_agent_id(agent_id)
+    if agent_id not in _VALID_IDS:
+        _check_agent_id(agent_id)
+        if len(_VALID_IDS) >= _VALID_IDS_KEPT:
+            _VALID_IDS.clear()
+        _VALID_IDS.add(agent_id)
+    return agent_id
+
+
+def _check_agent_id(agent_id: object) -> str:
     if not isinstance(agent_id, str):
         raise InvalidAgentId(f"agent id must be a string, got {type(agent_id).__name__}")
     if not agent_id:
@@ -34,7 +51,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
+    return time.time_ns() // 1_000_000
 
 
 def to_epoch_ms(value: object, name: str) -> int | None:
@@ -52,10 +69,15 @@ def to_epoch_ms(value: object, name: str) -> int | None:
 def iso_to_epoch_ms(value: str, name: str) -> int:
     """Parse the SDK's ISO-8601 timestamps (``2024-01-01T00:00:00.000Z``)."""
     try:
-        parsed = datetime.fromisoformat(value)
+        return _iso_ms(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be an ISO-8601 timestamp, got {value!r}") from exc
-    return to_epoch_ms(parsed, name) or 0
+
+
+@lru_cache(maxsize=4096)
+def _iso_ms(value: str) -> int:
+    """Cached: an agent's info carries the same ``created_at`` in every save."""
+    return to_epoch_ms(datetime.fromisoformat(value), "created_at") or 0
 
 
 def ms_to_iso(ms: int) -> str:

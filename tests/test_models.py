@@ -20,6 +20,7 @@ from kodestore.models import (
     Timeline,
     TodoSnapshot,
     ToolCallRecord,
+    _Model,
 )
 
 BOOKMARK = {"seq": 3, "timestamp": 1_700_000_000_000}
@@ -155,3 +156,20 @@ def test_any_message_round_trips(role: str, blocks: list[dict[str, Any]], metada
     if metadata is not None:
         data["metadata"] = metadata
     assert Message.from_dict(data).to_dict() == data
+
+
+def test_to_dict_leaves_out_none_optionals_and_keeps_required_none() -> None:
+    record = ToolCallRecord("call-1", "bash", {"cmd": "ls"}, "PENDING", {"required": False})
+    assert record.to_dict() == {
+        "id": "call-1",
+        "name": "bash",
+        "input": {"cmd": "ls"},
+        "state": "PENDING",
+        "approval": {"required": False},
+        "createdAt": 0,
+        "updatedAt": 0,
+        "auditTrail": [],
+    }
+    timeline = Timeline(3, None, {"channel": "progress"}, extra={"x": 1})  # type: ignore[arg-type]
+    assert timeline.to_dict() == {"cursor": 3, "bookmark": None, "event": {"channel": "progress"}, "x": 1}
+    assert type(record).to_dict is not _Model.to_dict  # compiled on first use, for the class

@@ -14,8 +14,7 @@ import math
 import re
 import select
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Generator
 from functools import lru_cache
 from typing import Any, TypeAlias
 
@@ -256,8 +255,12 @@ class PostgresDriver(SqlDriver):
         deadline = time.monotonic() + self._timeout_s
         for attempt in range(1, _PLAN_ATTEMPTS + 1):
             try:
-                async with self._checked_out() as conn:
+                pool = self._require_pool()
+                conn = await self._checkout(pool)
+                try:
                     return await work(conn)
+                finally:
+                    await pool.putconn(conn)
             except _RunAgain as lost:
                 if attempt == _PLAN_ATTEMPTS or time.monotonic() >= deadline:
                     raise self.translate_error(lost.error) from lost.error
@@ -265,23 +268,22 @@ class PostgresDriver(SqlDriver):
                 raise self.translate_error(exc) from exc
         raise AssertionError("the last attempt returns or raises")
 
-    @asynccontextmanager
-    async def _checked_out(self) -> AsyncIterator[Connection]:
-        """A pooled connection that just answered, within the connection timeout.
+    async def _checkout(self, pool: Pool) -> Connection:
+        """A pooled connection that just answered, within the connection timeout; the caller puts
+        it back (a plain call, not a context manager: this runs for every statement).
 
         The check is ours rather than the pool's ``check=``: psycopg_pool sleeps 1, 2, 4, ... s after
         each failed check, so after a restart a pool of dead connections would make the next call wait
         for seconds, or time out. Here each dead connection is dropped and the next one tried at once;
         once the idle ones are used up, the pool hands out fresh connections."""
-        pool = self._require_pool()
         deadline = time.monotonic() + self._timeout_s
         while True:
             conn = await pool.getconn(timeout=max(deadline - time.monotonic(), 0.0))
             if _quiet(conn):
-                break  # no round trip: nothing says it died
+                return conn  # no round trip: nothing says it died
             try:
                 await AsyncConnectionPool.check_connection(conn)
-                break
+                return conn
             except psycopg.Error:
                 await pool.putconn(conn)  # broken: the pool closes it and makes a replacement
                 if time.monotonic() >= deadline:
@@ -289,10 +291,6 @@ class PostgresDriver(SqlDriver):
             except BaseException:
                 await pool.putconn(conn)
                 raise
-        try:
-            yield conn
-        finally:
-            await pool.putconn(conn)
 
     async def _run_on(self, conn: Connection, *, plan: PlanFactory[T]) -> T:
         steps = plan()
@@ -316,13 +314,13 @@ class PostgresDriver(SqlDriver):
         Safe to send again when the connection dies on the way (the outcome unknown): a save that
         did commit changed the version tokens, so its guard fails the second time."""
         guard, *writes = batch.stmts
-        merged = _one_statement(guard, writes) if writes else None
+        # a lone guard is a statement of its own; with writes, one statement of CTEs when they fit
+        single = _one_statement(guard, writes) if writes else guard
         try:
-            if merged is not None:
-                results = [await _read_alone_on(conn, merged), *[None] * len(writes)]
+            if single is not None:
+                results = [await _read_alone_on(conn, single), *[None] * len(writes)]
             else:
-                if writes:
-                    guard = Stmt(f"WITH guard AS ({guard.sql}) {_EXPECT_ROW}", guard.params, "one")
+                guard = Stmt(f"WITH guard AS ({guard.sql}) {_EXPECT_ROW}", guard.params, "one")
                 results = await _execute_batch(conn, Batch((guard, *writes)), own_connection=True)
         except psycopg.Error as exc:
             if exc.sqlstate == _STALE_SQLSTATE:
