@@ -425,6 +425,42 @@ async def test_info_set_again_wins_over_another_stores_change(
         assert await reader.query_sessions(template_id="template-b") == []
 
 
+@pytest.mark.parametrize("other_writes", ["messages", "records", "info", "nothing"])
+async def test_the_first_save_after_creating_an_agent_sees_another_stores_writes(
+    open_store: OpenStore, other_writes: str
+) -> None:
+    """A store that created an agent knows it empty, so its next save is diffed against nothing; when
+    another store wrote in between, the guard sees it and the save still ends as the call."""
+    a, b = await open_store(), await open_store()
+    await a.save_info(AGENT, _info())
+    if other_writes == "messages":
+        await b.save_messages(AGENT, [sample_message(i, text="theirs") for i in range(5)])
+    elif other_writes == "records":
+        await b.save_tool_call_records(AGENT, [sample_tool_call(i, "FAILED") for i in range(10, 13)])
+    elif other_writes == "info":
+        theirs = _info(step=9)
+        theirs.template_id = "template-b"
+        await b.save_info(AGENT, theirs)
+    history, records = _history(2), _records(1)
+    await a.save_turn(AGENT, messages=history, tool_call_records=records, info=_info(2))
+    for reader in (a, b, await open_store()):
+        assert await _lists(reader) == (history, records, 2)
+        assert await reader.load_info(AGENT) == _info(2)
+
+
+async def test_the_first_save_after_creating_an_agent_is_one_guarded_batch(tmp_path: Path) -> None:
+    """Creating an agent tells the store it has no messages or tool calls: its first turn is written
+    like any other (the guard, the inserts, COMMIT), with no reads of what is stored."""
+    async with await make_store("sqlite", tmp_path) as store:
+        await store.save_info(AGENT, _info())
+        executed: list[str] = []
+        store._records.driver._conn.set_trace_callback(executed.append)
+        await store.save_turn(AGENT, messages=_history(2), tool_call_records=_records(1), info=_info(2))
+        store._records.driver._conn.set_trace_callback(None)
+    statements = [sql.split()[0].upper() for sql in executed]
+    assert statements == ["BEGIN", "UPDATE", "INSERT", "INSERT", "INSERT", "COMMIT"], executed
+
+
 # ---- SQLite writes inline, without blocking the loop ---------------------------------------------
 
 

@@ -627,7 +627,11 @@ class SqlRecords(RecordBackend):
             return False  # the guarded update changed an existing row
 
         def diffed_again() -> Plan[bool]:
-            created = info is not None and (yield from save_info_plan(info, now_ms))
+            created = False
+            if info is not None:
+                created = yield from save_info_plan(info, now_ms)
+                if created:
+                    self._know_new_agent(agent_id, info, set_count=messages is None)
             if messages is not None:
                 yield from self.replace_messages_plan(agent_id, messages, now_ms)
             if tool_calls is not None:
@@ -648,6 +652,23 @@ class SqlRecords(RecordBackend):
             self._tool_calls.forget(agent_id)
             self._last_written.forget(agent_id)
             raise
+
+    def _know_new_agent(self, agent_id: str, info: InfoRow, set_count: bool) -> None:
+        """What a row this transaction inserted holds: no messages and no tool calls, under the
+        default version tokens (0; every save draws a non-zero one), and the info's columns; so the
+        agent's next save is diffed and guarded like any other, one round trip. Were another writer
+        to have stored something meanwhile, its tokens would differ and the guard would say so."""
+        self._messages.put(agent_id, _Stored(0, {}))
+        self._tool_calls.put(agent_id, _Stored(0, {}))
+        written: dict[str, Any] = {
+            "template_id": info.template_id,
+            "created_at_ms": info.created_at_ms,
+            "metadata": info.metadata,
+            "lineage": info.lineage,
+        }
+        if set_count:
+            written["message_count"] = info.message_count
+        self._last_written.put(agent_id, written)
 
     async def _check_starts(
         self, agent_id: str, messages: Tail[MessageRow] | None, tool_calls: Tail[ToolCallRow] | None
