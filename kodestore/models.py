@@ -143,8 +143,10 @@ def _compile_to_dict(cls: type[_Model]) -> typing.Callable[[Any], JSONDict]:
             steps += [f"v = {value}", f"out[{codec.key!r}] = None if v is None else {converted}"]
     if "extra" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
         steps.append("if self.extra:\n        out.update(self.extra)")
-    body = "\n    ".join([f"out = {{{', '.join(present)}}}", *steps, "return out"])
-    namespace: dict[str, Any] = {}
+    # a subclass inherits this function: it must compile its own, which may have more fields
+    subclass = "if type(self) is not cls:\n        return compile_own(self)"
+    body = "\n    ".join([subclass, f"out = {{{', '.join(present)}}}", *steps, "return out"])
+    namespace: dict[str, Any] = {"cls": cls, "compile_own": _Model.to_dict}
     exec(f"def to_dict(self):\n    {body}\n", namespace)  # noqa: S102 - built from the class alone
     function: typing.Callable[[Any], JSONDict] = namespace["to_dict"]
     function.__qualname__ = f"{cls.__name__}.to_dict"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -173,3 +174,15 @@ def test_to_dict_leaves_out_none_optionals_and_keeps_required_none() -> None:
     timeline = Timeline(3, None, {"channel": "progress"}, extra={"x": 1})  # type: ignore[arg-type]
     assert timeline.to_dict() == {"cursor": 3, "bookmark": None, "event": {"channel": "progress"}, "x": 1}
     assert type(record).to_dict is not _Model.to_dict  # compiled on first use, for the class
+
+
+def test_a_subclass_with_more_fields_converts_them_too() -> None:
+    @dataclass(slots=True)
+    class TaggedMessage(Message):
+        tag: str = "t"
+
+    plain = Message("user", [{"type": "text", "text": "hi"}])
+    assert plain.to_dict() == {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    tagged = TaggedMessage("user", [], tag="x")
+    assert tagged.to_dict() == {"role": "user", "content": [], "tag": "x"}
+    assert plain.to_dict() == {"role": "user", "content": [{"type": "text", "text": "hi"}]}
