@@ -104,7 +104,7 @@ def check_optional_bool(value: object, name: str) -> bool | None:
 
 
 def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
-    allowed = tuple(choices)
+    allowed = choices if isinstance(choices, tuple) else tuple(choices)  # no copy per call for a tuple
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
     return str(value)

@@ -256,6 +256,18 @@ def _guarded_update_sql(columns: tuple[str, ...], guards: tuple[str, ...], is_sa
     return f"UPDATE agents SET {assignments} WHERE agent_id = ?{conditions} RETURNING agent_id"
 
 
+def _info_columns(info: InfoRow) -> dict[str, Any]:
+    """The agent row's columns an info save sets, by name."""
+    return {
+        "template_id": info.template_id,
+        "created_at_ms": info.created_at_ms,
+        "message_count": info.message_count,
+        "metadata": info.metadata,
+        "lineage": info.lineage,
+        "info": info.info,
+    }
+
+
 def _guarded_update(
     agent_id: str,
     now_ms: int,
@@ -273,14 +285,7 @@ def _guarded_update(
     columns: dict[str, Any] = {}
     guards: dict[str, Any] = {}
     if info is not None:
-        columns.update(
-            template_id=info.template_id,
-            created_at_ms=info.created_at_ms,
-            message_count=info.message_count,
-            metadata=info.metadata,
-            lineage=info.lineage,
-            info=info.info,
-        )
+        columns.update(_info_columns(info))
     if messages is not None:
         columns["message_count"] = messages.tail.end
         columns["messages_version"] = messages.version
@@ -660,15 +665,10 @@ class SqlRecords(RecordBackend):
         to have stored something meanwhile, its tokens would differ and the guard would say so."""
         self._messages.put(agent_id, _Stored(0, {}))
         self._tool_calls.put(agent_id, _Stored(0, {}))
-        written: dict[str, Any] = {
-            "template_id": info.template_id,
-            "created_at_ms": info.created_at_ms,
-            "metadata": info.metadata,
-            "lineage": info.lineage,
-        }
-        if set_count:
-            written["message_count"] = info.message_count
-        self._last_written.put(agent_id, written)
+        columns = _info_columns(info)
+        if not set_count:
+            del columns["message_count"]  # the messages saved in the same transaction set it
+        self._last_written.put(agent_id, {c: columns[c] for c in _SAME_UNLESS_CHANGED if c in columns})
 
     async def _check_starts(
         self, agent_id: str, messages: Tail[MessageRow] | None, tool_calls: Tail[ToolCallRow] | None
