@@ -360,3 +360,67 @@ async def test_concurrent_saves_share_the_pool(pg: Any) -> None:
     await asyncio.gather(*(pg.save_info(a, sample_info(a)) for a in agents))
     await asyncio.gather(*(pg.save_messages(a, [sample_message(i) for i in range(3)]) for a in agents))
     assert (await pg.aggregate_stats()).total_messages == 60
+
+
+def _pool_requests(store: Any) -> int:
+    return int(store.driver._pool.get_stats().get("requests_num", 0))
+
+
+@pytest.mark.asyncio
+async def test_saves_in_a_row_keep_one_connection_out_of_the_pool(pg: Any) -> None:
+    """A store saving turn after turn reuses the last plan's connection instead of a pool checkout
+    each time; it returns it within ``KEEP_CONNECTION_S``, so the pool still manages every connection."""
+    await pg.save_info("k", sample_info("k"))
+    before = _pool_requests(pg)
+    for n in range(1, 21):
+        await pg.save_messages("k", [sample_message(i) for i in range(n)])
+    assert _pool_requests(pg) - before <= 1
+    assert await pg.load_messages("k") == [sample_message(i) for i in range(20)]
+
+
+@pytest.mark.asyncio
+async def test_a_kept_connection_goes_back_to_the_pool_in_time(
+    pg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kodestore.db.pg_driver.KEEP_CONNECTION_S", 0.0)
+    await pg.save_info("k", sample_info("k"))
+    before = _pool_requests(pg)
+    for n in range(1, 11):
+        await pg.save_messages("k", [sample_message(i) for i in range(n)])
+    assert _pool_requests(pg) - before >= 10
+
+
+@pytest.mark.asyncio
+async def test_a_kept_connection_killed_by_the_server_is_replaced_without_an_error(pg: Any) -> None:
+    import psycopg
+
+    await pg.save_info("k", sample_info("k"))
+    kept = pg.driver._kept
+    assert kept is not None
+    pid = kept[0].info.backend_pid
+    async with await psycopg.AsyncConnection.connect(require_postgres(), autocommit=True) as admin:
+        await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for _ in range(200):  # until the session is gone and its socket says so
+            cursor = await admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+            if (await cursor.fetchone()) == (0,):
+                break
+            await asyncio.sleep(0.005)
+    await pg.save_messages("k", [sample_message(0)])  # on another connection, at the first attempt
+    assert pg.driver._kept[0].info.backend_pid != pid
+    assert await pg.load_messages("k") == [sample_message(0)]
+
+
+@pytest.mark.asyncio
+async def test_a_callers_pool_gets_every_connection_back(tmp_path: Path) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    dsn = require_postgres()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=2, max_size=2, open=False)
+    await pool.open(wait=True)
+    try:
+        async with postgres_store(tmp_path, pool=pool, schema=new_schema()) as store:
+            await store.save_info("k", sample_info("k"))
+            await store.save_messages("k", [sample_message(0)])
+            assert pool.get_stats()["pool_available"] == 2
+    finally:
+        await pool.close()
