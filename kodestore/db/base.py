@@ -23,7 +23,12 @@ Fetch = Literal["none", "one", "all"]
 Row = tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
+# Stmt and Batch, like the row and diff types of ``rows`` and ``records``, are built several times per
+# save: plain slotted dataclasses, never changed once built, as a frozen one takes three times as long
+# to build (about 1 us against 0.3 us, a tenth of a save's client work in all).
+
+
+@dataclass(slots=True)
 class Stmt:
     """One SQL statement with ``?`` placeholders; ``many=True`` runs it once per row of ``params``."""
 
@@ -33,7 +38,7 @@ class Stmt:
     many: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Batch:
     """Statements sent together, without waiting for each result: one round trip on a driver that
     pipelines (Postgres). The plan receives the list of their results.

@@ -69,7 +69,8 @@ _CACHE_AGENTS = 2048
 LIGHT_ROWS = 64  # a save writing at most this many rows from a known state is light (see SqlDriver.run)
 
 
-@dataclass(frozen=True, slots=True)
+# _Stored, Tail and _Change are not frozen: built on every save (see ``kodestore.db.base``)
+@dataclass(slots=True)
 class _Stored(Generic[K]):
     """What one collection of one agent holds, as last seen: key -> (hash, created_at).
 
@@ -203,7 +204,7 @@ class _ImportRows:
     side_rows: dict[str, list[tuple[Any, ...]]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tail(Generic[R]):
     """Rows of a list from position ``start`` on (``rows[i]`` is at ``start + i``); the stored rows
     before ``start`` stay. ``whole``: every row of the list, when the caller gave all of it;
@@ -227,7 +228,7 @@ class Tail(Generic[R]):
         return Tail(self.rows[count:], count, self.whole)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Change(Generic[K]):
     """One collection's diff against the state stored under token ``expected``."""
 

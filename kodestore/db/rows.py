@@ -38,7 +38,8 @@ def _text(data: bytes | None) -> str | None:
     return None if data is None else data.decode()
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: built on every save (see ``kodestore.db.base``), never changed once built
+@dataclass(slots=True)
 class InfoRow:
     agent_id: str
     template_id: str
@@ -49,7 +50,7 @@ class InfoRow:
     info: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageRow:
     seq: int
     role: str
@@ -59,7 +60,7 @@ class MessageRow:
     hash: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallRow:
     id: str
     position: int
