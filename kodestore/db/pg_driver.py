@@ -23,7 +23,7 @@ import psycopg
 from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.adapt import AdaptersMap
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
@@ -42,15 +42,25 @@ Pool: TypeAlias = AsyncConnectionPool[Connection]
 
 class _OwnConnection(AsyncConnection[TupleRow]):
     """The connections we open: each keeps one cursor for the statements of the plans it runs, as
-    making and closing a cursor for every statement costs about a tenth of a save's client work."""
+    making and closing a cursor for every statement costs about a tenth of a save's client work, and
+    one poll object for the check before each plan (``_quiet``)."""
 
     _statement_cursor: AsyncCursor[TupleRow] | None = None
+    _socket_poller: select.poll | None = None
 
     def statement_cursor(self) -> AsyncCursor[TupleRow]:
         cursor = self._statement_cursor
         if cursor is None:
             cursor = self._statement_cursor = self.cursor()
         return cursor
+
+    def socket_poller(self) -> select.poll:
+        """A poll object watching the socket for input (``_quiet``): built once, not per check."""
+        poller = self._socket_poller
+        if poller is None:
+            poller = self._socket_poller = select.poll()
+            poller.register(self.pgconn.socket, select.POLLIN)
+        return poller
 
 
 APPLICATION_NAME = "kodestore"
@@ -465,10 +475,13 @@ def _quiet(conn: Connection) -> bool:
     A backend that is terminated, or a server that shuts down or crashes, sends an error and closes
     the socket, which makes it readable; a healthy idle connection has nothing to read. Anything
     else (a notice, a closed or busy connection) gets the full check."""
-    if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+    pgconn = conn.pgconn
+    if pgconn.status != ConnStatus.OK or pgconn.transaction_status != TransactionStatus.IDLE:
         return False
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        if isinstance(conn, _OwnConnection):
+            return not conn.socket_poller().poll(0)
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
     except (OSError, ValueError, psycopg.Error):
         return False
     return not readable
