@@ -96,6 +96,10 @@ class RecordBackend(ABC):
         store already holds keeps its first-save time, so importing the same data twice changes
         nothing; a backend without timestamps drops them."""
 
+    async def refresh_statistics(self) -> None:
+        """Refresh the query planner's statistics after a bulk load; nothing where there is no planner."""
+        return None
+
     @abstractmethod
     async def open(self) -> None: ...
 

@@ -428,6 +428,14 @@ class Store:
         await self._records.clear_tombstone(agent_id)
         await self._files.revive(agent_id)
 
+    @operation("saves")
+    async def refresh_statistics(self) -> None:
+        """Refresh the database's statistics of the store's tables (Postgres ``ANALYZE``), so that
+        queries get their good plans right after a bulk load, also where autovacuum is off or has not
+        run yet. ``ops.restore`` and ``ops.migrate`` call it when they are done; nothing to do on
+        SQLite and the file stores."""
+        await self._records.refresh_statistics()
+
     @operation("loads")
     async def list(self, prefix: str | None = None) -> builtins.list[str]:
         """Ids of agents that have info, sorted; only those starting with ``prefix`` when given."""

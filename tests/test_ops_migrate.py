@@ -117,3 +117,49 @@ async def test_a_failed_verification_raises(stores: Stores, monkeypatch: pytest.
     monkeypatch.setattr(target, "load_messages", lossy_load)
     with pytest.raises(KodeStoreError, match="verification failed for 1 agent"):
         await ops.migrate(source, target)
+
+
+async def _never_analyzed(store: Any) -> set[str]:
+    """The tables of a Postgres store's schema that no ``ANALYZE`` command has visited."""
+    from kodestore.db.base import Stmt
+
+    def plan() -> Any:
+        return (
+            yield Stmt(
+                "SELECT relname FROM pg_stat_user_tables WHERE schemaname = ? AND last_analyze IS NULL",
+                (store.options.schema,),
+                "all",
+            )
+        )
+
+    return {name for (name,) in await store.driver.run(plan, write=False)}
+
+
+async def test_restore_and_migrate_leave_postgres_with_fresh_statistics(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """After a bulk load the planner needs the tables' statistics, and a server whose autovacuum is
+    off (or has not come round yet) gathers none: the operations refresh them for the store's own
+    schema, and only for it."""
+    source = await stores.new("sqlite", "source")
+    await _fill(source)
+    migrated = await stores.new("postgres", "migrated")
+    bystander = await stores.new("postgres", "bystander")
+    assert {"agents", "messages", "tool_calls"} <= await _never_analyzed(migrated)
+    await ops.migrate(source, migrated)
+    assert await _never_analyzed(migrated) == set()
+    assert {"agents", "messages", "tool_calls"} <= await _never_analyzed(bystander)
+
+    await ops.backup(source, tmp_path / "backup")
+    restored = await stores.new("postgres", "restored")
+    await ops.restore_into(tmp_path / "backup", restored)
+    assert await _never_analyzed(restored) == set()
+    assert {"agents", "messages", "tool_calls"} <= await _never_analyzed(bystander)
+
+
+async def test_refreshing_statistics_changes_nothing_on_sqlite(stores: Stores) -> None:
+    store = await stores.new("sqlite", "s")
+    await _fill(store, agents=1)
+    before = await dump_store(store)
+    await store.refresh_statistics()
+    assert await dump_store(store) == before

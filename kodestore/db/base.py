@@ -93,6 +93,11 @@ class Dialect(ABC):
         """A statement that serialises concurrent migrations until commit, where one is needed."""
         return None
 
+    def refresh_statistics(self) -> Stmt | None:
+        """A statement that refreshes the query planner's statistics of the store's tables, for after
+        a bulk load; ``None`` where the planner works without them (SQLite)."""
+        return None
+
     @abstractmethod
     def json_contains(self, column: str) -> str:
         """True when JSON object ``column`` has every top-level key of the next parameter (a JSON object

@@ -30,6 +30,16 @@ class PostgresDialect(Dialect):
         self.schema = schema
         self._migration_key = advisory_key("kodestore-migrations", schema)
 
+    def refresh_statistics(self) -> Stmt:
+        # Every table of the store's schema (the first of the search path), not the whole database.
+        # Without statistics, as right after a bulk load on a server whose autovacuum is off or has
+        # not come round yet, the planner guesses: 45-53 ms for queries that take 1-3 ms with them.
+        return Stmt(
+            "DO $$ DECLARE t record; BEGIN"
+            " FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = current_schema() LOOP"
+            " EXECUTE format('ANALYZE %I', t.tablename); END LOOP; END $$"
+        )
+
     def content_has_type(self, column: str) -> str:
         # containment, not a scan of the array: the GIN (jsonb_path_ops) index on content answers it
         block = f"jsonb_build_object('type', {sql_plain_as_json_string('?::text')})"

@@ -445,6 +445,16 @@ class SqlRecords(RecordBackend):
     async def open(self) -> None:
         await self.driver.open()
 
+    async def refresh_statistics(self) -> None:
+        stmt = self.driver.dialect.refresh_statistics()
+        if stmt is None:
+            return
+
+        def plan() -> Plan[None]:
+            yield stmt
+
+        await self.driver.run(plan, write=True)
+
     async def close(self) -> None:
         await self.driver.close()
 

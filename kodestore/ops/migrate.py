@@ -470,6 +470,7 @@ async def migrate(
                 done += 1
                 if progress is not None:
                     progress(done, len(agent_ids))
+    await target_store.refresh_statistics()
     await _verify(target_store, copied)
     totals = {
         "agents": len(copied),

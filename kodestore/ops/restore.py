@@ -199,6 +199,7 @@ async def _load(
     except BaseException:
         await _rollback(store, written)
         raise
+    await store.refresh_statistics()
     restored: JSONDict = {"agents": len(written), **manifest["counts"]}
     side_rows = manifest.get("sideRows", 0)
     if side_rows:  # as migrate: dropped by a JSONStore, which keeps no states, feedback or checkpoints
