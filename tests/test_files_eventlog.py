@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from kodestore.errors import StorageError
-from kodestore.files.applog import AppendLog, LogCache
+from kodestore.files.applog import READ_CHUNK, AppendLog, LogCache
 from kodestore.files.disk import DiskFiles
 from kodestore.files.eventlog import INDEX_INTERVAL, EventLog
 
@@ -263,6 +263,33 @@ async def test_since_read_touches_one_index_block(tmp_path: Path) -> None:
     before = log.log.bytes_read  # the counter does see a full read
     assert len(await seqs_of(log, None)) == total
     assert log.log.bytes_read - before == size
+
+
+async def test_a_since_read_of_the_tail_takes_four_thread_hops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hop to a thread costs more than reading a chunk from the page cache: a read of a log's
+    tail looks up the index, then opens the file at the offset, reads once (a short chunk is the
+    end) and closes it; a longer read adds one hop per chunk."""
+    log = EventLog(tmp_path / "a")
+    for seq in range(3000):
+        await log.append(timeline(seq, pad=100))
+    assert log.log.path.stat().st_size > 2 * INDEX_INTERVAL
+    loop = asyncio.get_running_loop()
+    hops = 0
+    run_in_executor = loop.run_in_executor
+
+    def counted(*args: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return run_in_executor(*args)
+
+    monkeypatch.setattr(loop, "run_in_executor", counted)
+    assert await seqs_of(log, 2989) == list(range(2990, 3000))
+    assert hops == 4
+    hops = 0
+    assert len(await seqs_of(log, None)) == 3000  # no index lookup; open, every chunk, close
+    assert hops == 2 + log.log.path.stat().st_size // READ_CHUNK + 1
 
 
 async def test_index_with_non_monotonic_seqs(tmp_path: Path) -> None:
