@@ -84,28 +84,12 @@ class _Model:
 
     @classmethod
     def from_dict(cls, data: JSONDict) -> Self:
-        """Build from the SDK's camelCase JSON shape; a missing required key raises ``ValueError``."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
-        kwargs: dict[str, Any] = {}
-        known = set()
-        for codec in cls._codecs():
-            known.add(codec.key)
-            if codec.key not in data:
-                if not codec.has_default:
-                    raise ValueError(f"{cls.__name__}: missing required key {codec.key!r}")
-                continue
-            value = data[codec.key]
-            if codec.nested is not None and value is not None:
-                if codec.nested_list:
-                    value = [v if isinstance(v, codec.nested) else codec.nested.from_dict(v) for v in value]
-                elif not isinstance(value, codec.nested):
-                    value = codec.nested.from_dict(value)
-            kwargs[codec.attr] = value
-        extra = {k: v for k, v in data.items() if k not in known}
-        if extra:
-            kwargs["extra"] = extra
-        return cls(**kwargs)
+        """Build from the SDK's camelCase JSON shape; a missing required key raises ``ValueError``.
+
+        The first call compiles a ``from_dict`` for the model's class (``_compile_from_dict``) and
+        installs it there, as ``to_dict`` does: every load converts each row it reads, and a runtime
+        that hands over dicts has each of them converted on every save."""
+        return _install_from_dict(cls, data)  # type: ignore[no-any-return]
 
     def to_dict(self) -> JSONDict:
         """The SDK's JSON shape; ``None`` optional values are left out.
@@ -152,6 +136,65 @@ def _compile_to_dict(cls: type[_Model]) -> typing.Callable[[Any], JSONDict]:
     function.__qualname__ = f"{cls.__name__}.to_dict"
     function.__doc__ = _Model.to_dict.__doc__
     return function
+
+
+def _install_from_dict(cls: type[_Model], data: JSONDict) -> Any:
+    """Compile ``from_dict`` for ``cls``, install it on the class, and convert ``data`` with it."""
+    compiled = _compile_from_dict(cls)
+    cls.from_dict = classmethod(compiled)  # type: ignore[method-assign,assignment]
+    return compiled(cls, data)
+
+
+def _compile_from_dict(cls: type[_Model]) -> typing.Callable[[Any, JSONDict], Any]:
+    """``from_dict`` for ``cls`` as straight-line code: each key looked up once, a missing required
+    one reported by name, nested models converted, and the unknown keys (kept in ``extra``)
+    collected only when the dict holds more keys than were found."""
+    name = cls.__name__
+    lines = [
+        "if cls is not own:",  # a subclass inherits this function: it must compile its own
+        "    return install_own(cls, data)",
+        "if not isinstance(data, dict):",
+        f"    raise ValueError(f'{name}: expected an object, got {{type(data).__name__}}')",
+        "found = 0",
+        "kw = {}",
+    ]
+    namespace: dict[str, Any] = {"own": cls, "install_own": _install_from_dict, "MISSING": _MISSING}
+    for index, codec in enumerate(cls._codecs()):
+        lines.append(f"v = data.get({codec.key!r}, MISSING)")
+        if codec.has_default:
+            lines.append("if v is not MISSING:")
+            indent = "    "
+        else:
+            missing = f"{name}: missing required key {codec.key!r}"
+            lines += ["if v is MISSING:", f"    raise ValueError({missing!r})"]
+            indent = ""
+        lines.append(f"{indent}found += 1")
+        if codec.nested is not None:
+            namespace[f"N{index}"] = codec.nested
+            if codec.nested_list:
+                convert = f"[x if isinstance(x, N{index}) else N{index}.from_dict(x) for x in v]"
+                lines.append(f"{indent}if v is not None: v = {convert}")
+            else:
+                lines.append(f"{indent}if v is not None and not isinstance(v, N{index}):")
+                lines.append(f"{indent}    v = N{index}.from_dict(v)")
+        lines.append(f"{indent}kw[{codec.attr!r}] = v")
+    namespace["known"] = frozenset(codec.key for codec in cls._codecs())
+    lines += [
+        "if len(data) != found:",
+        "    extra = {k: x for k, x in data.items() if k not in known}",
+        "    if extra:",
+        "        kw['extra'] = extra",
+        "return cls(**kw)",
+    ]
+    body = "\n    ".join(lines)
+    exec(f"def from_dict(cls, data):\n    {body}\n", namespace)  # noqa: S102 - built from the class alone
+    function: typing.Callable[[Any, JSONDict], Any] = namespace["from_dict"]
+    function.__qualname__ = f"{name}.from_dict"
+    function.__doc__ = _Model.from_dict.__doc__
+    return function
+
+
+_MISSING = object()
 
 
 @dataclass(slots=True)

@@ -186,3 +186,24 @@ def test_a_subclass_with_more_fields_converts_them_too() -> None:
     tagged = TaggedMessage("user", [], tag="x")
     assert tagged.to_dict() == {"role": "user", "content": [], "tag": "x"}
     assert plain.to_dict() == {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+
+
+def test_a_subclass_with_more_fields_reads_them_too() -> None:
+    @dataclass(slots=True)
+    class TaggedMessage(Message):
+        tag: str = "t"
+
+    data = {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    assert Message.from_dict(data) == Message("user", data["content"])
+    tagged = TaggedMessage.from_dict({**data, "tag": "x", "newer": 1})
+    assert type(tagged) is TaggedMessage and tagged.tag == "x" and tagged.extra == {"newer": 1}
+    assert Message.from_dict({**data, "tag": "x"}).extra == {"tag": "x"}  # not a field of the base
+    assert "from_dict" in vars(Message) and "from_dict" in vars(TaggedMessage)  # compiled for each class
+
+
+@pytest.mark.parametrize("bad", [None, [], "x", 3])
+def test_from_dict_refuses_what_is_not_an_object(bad: Any) -> None:
+    with pytest.raises(ValueError, match="Timeline: expected an object"):
+        Timeline.from_dict(bad)
+    with pytest.raises(ValueError, match="Bookmark: expected an object"):
+        Timeline.from_dict({"cursor": 1, "bookmark": bad or 0, "event": {}})
