@@ -424,3 +424,20 @@ async def test_a_callers_pool_gets_every_connection_back(tmp_path: Path) -> None
             assert pool.get_stats()["pool_available"] == 2
     finally:
         await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_a_kept_connection_never_starves_a_plan_waiting_for_the_pool(tmp_path: Path) -> None:
+    """With one connection in the pool, concurrent calls take turns on it: the connection a call
+    would keep goes back to the pool while another call waits there (else that one would wait
+    until its timeout)."""
+    options = PostgresOptions(
+        dsn=require_postgres(), schema=new_schema(), min_size=1, max_size=1, connection_timeout_ms=1500
+    )
+    async with postgres_store(tmp_path, options=options) as store:
+        agents = [f"w-{n}" for n in range(6)]
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(store.save_info(a, sample_info(a)) for a in agents))
+        await asyncio.gather(*(store.save_messages(a, [sample_message(0)]) for a in agents))
+        assert asyncio.get_running_loop().time() - started < 1.5
+        assert await store.list() == sorted(agents)

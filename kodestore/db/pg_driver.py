@@ -140,6 +140,7 @@ class PostgresDriver(SqlDriver):
         self._abandoned: set[asyncio.Future[Any]] = set()
         # the last plan's connection and when it left the pool (see ``_take_kept``)
         self._kept: tuple[Connection, float] | None = None
+        self._checkouts = 0  # plans of this driver waiting for a connection from the pool
         #: migrations this driver applied when it opened (empty when the schema was current)
         self.migrated: tuple[int, ...] = ()
 
@@ -291,7 +292,12 @@ class PostgresDriver(SqlDriver):
                 pool = self._require_pool()
                 conn, since = await self._take_kept(pool)
                 if conn is None:
-                    conn, since = await self._checkout(pool), time.monotonic()
+                    self._checkouts += 1
+                    try:
+                        conn = await self._checkout(pool)
+                    finally:
+                        self._checkouts -= 1
+                    since = time.monotonic()
                 try:
                     result = await work(conn)
                 except BaseException:
@@ -324,11 +330,13 @@ class PostgresDriver(SqlDriver):
         return None, 0.0
 
     async def _keep_or_return(self, pool: Pool, conn: Connection, since: float) -> None:
-        """Keep an idle connection of our own pool for the next plan (one at most); return any other.
+        """Keep an idle connection of our own pool for the next plan (one at most); return any other,
+        and any at all while another plan waits for the pool, which a kept connection would starve.
         A caller's pool gets each connection back at once: its size is the caller's to plan."""
         if (
             self._owns_pool
             and self._kept is None
+            and not self._checkouts
             and self._pool is pool  # not closed meanwhile
             and conn.pgconn.transaction_status == TransactionStatus.IDLE
         ):
