@@ -71,6 +71,11 @@ def instrument(store: Any, clock: Clock) -> None:
     for name in ("message_rows", "tool_call_rows", "info_row"):
         if hasattr(records, name):
             setattr(records, name, _timed_sync(clock, name, getattr(records, name)))
+    # a full-list save encodes the whole list to see what changed, then builds the new rows
+    for name, key in (("_message_rows", "message list"), ("_tool_call_rows", "record list")):
+        lists = getattr(store._records, name, None)
+        if lists is not None:
+            lists.rows = _timed_sync(clock, key, lists.rows)
     execute = sqlite_driver._execute
 
     def counting_execute(conn: Any, stmt: Any) -> Any:
@@ -156,7 +161,8 @@ def breakdown(clock: Clock, wall_s: float, written: int, count: int) -> list[tup
     us = {key: value / count / 1000 for key, value in clock.items()}
     sql = us.get("sql in thread", 0.0) + us.get("sql inline", 0.0)
     hop = us.get("driver.run", 0.0) - sql
-    rows_us = sum(us.get(key, 0.0) for key in ("message_rows", "tool_call_rows", "info_row"))
+    row_keys = ("message_rows", "tool_call_rows", "info_row", "message list", "record list")
+    rows_us = sum(us.get(key, 0.0) for key in row_keys)
     total = wall_s * 1e6 / count
     return [
         ("total per turn", f"{total:8.1f} us"),
@@ -166,6 +172,8 @@ def breakdown(clock: Clock, wall_s: float, written: int, count: int) -> list[tup
         ("  message_rows (encode + hash)", f"{us.get('message_rows', 0.0):8.1f} us"),
         ("  tool_call_rows (to_dict + encode + hash)", f"{us.get('tool_call_rows', 0.0):8.1f} us"),
         ("  info_row", f"{us.get('info_row', 0.0):8.1f} us"),
+        ("  whole history, encoded to see what changed", f"{us.get('message list', 0.0):8.1f} us"),
+        ("  whole record list, likewise", f"{us.get('record list', 0.0):8.1f} us"),
         ("  event appends (loop thread)", f"{us.get('append_event', 0.0):8.1f} us"),
         (
             "  facade, models, asyncio, rest",
