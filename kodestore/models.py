@@ -97,10 +97,7 @@ class _Model:
         The first call compiles a ``to_dict`` for the model's class (``_compile_to_dict``) and
         installs it there: a runtime converts several models per turn, and the generic walk over
         the fields cost about four times the compiled one."""
-        cls = type(self)
-        compiled = _compile_to_dict(cls)
-        cls.to_dict = compiled  # type: ignore[method-assign,assignment]
-        return compiled(self)
+        return _install_to_dict(self)
 
 
 def _compile_to_dict(cls: type[_Model]) -> typing.Callable[[Any], JSONDict]:
@@ -127,15 +124,24 @@ def _compile_to_dict(cls: type[_Model]) -> typing.Callable[[Any], JSONDict]:
             steps += [f"v = {value}", f"out[{codec.key!r}] = None if v is None else {converted}"]
     if "extra" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
         steps.append("if self.extra:\n        out.update(self.extra)")
-    # a subclass inherits this function: it must compile its own, which may have more fields
-    subclass = "if type(self) is not cls:\n        return compile_own(self)"
-    body = "\n    ".join([subclass, f"out = {{{', '.join(present)}}}", *steps, "return out"])
-    namespace: dict[str, Any] = {"cls": cls, "compile_own": _Model.to_dict}
-    exec(f"def to_dict(self):\n    {body}\n", namespace)  # noqa: S102 - built from the class alone
-    function: typing.Callable[[Any], JSONDict] = namespace["to_dict"]
-    function.__qualname__ = f"{cls.__name__}.to_dict"
-    function.__doc__ = _Model.to_dict.__doc__
-    return function
+    lines = [
+        # a subclass inherits this function: it must compile its own, which may have more fields
+        "if type(self) is not cls:",
+        "    return install_own(self)",
+        f"out = {{{', '.join(present)}}}",
+        *steps,
+        "return out",
+    ]
+    namespace: dict[str, Any] = {"cls": cls, "install_own": _install_to_dict}
+    return _define(cls, "to_dict", "self", lines, namespace, _Model.to_dict.__doc__)
+
+
+def _install_to_dict(model: _Model) -> JSONDict:
+    """Compile ``to_dict`` for the model's class, install it there, and convert ``model`` with it."""
+    cls = type(model)
+    compiled = _compile_to_dict(cls)
+    cls.to_dict = compiled  # type: ignore[method-assign,assignment]
+    return compiled(model)
 
 
 def _install_from_dict(cls: type[_Model], data: JSONDict) -> Any:
@@ -143,6 +149,19 @@ def _install_from_dict(cls: type[_Model], data: JSONDict) -> Any:
     compiled = _compile_from_dict(cls)
     cls.from_dict = classmethod(compiled)  # type: ignore[method-assign,assignment]
     return compiled(cls, data)
+
+
+def _define(
+    cls: type, name: str, params: str, lines: list[str], namespace: dict[str, Any], doc: str | None
+) -> typing.Callable[..., Any]:
+    """The function ``name(params)`` whose body is ``lines``, named and documented as a method of
+    ``cls``. The source is built from the class definition alone, never from data."""
+    body = "\n    ".join(lines)
+    exec(f"def {name}({params}):\n    {body}\n", namespace)  # noqa: S102
+    function: typing.Callable[..., Any] = namespace[name]
+    function.__qualname__ = f"{cls.__name__}.{name}"
+    function.__doc__ = doc
+    return function
 
 
 def _compile_from_dict(cls: type[_Model]) -> typing.Callable[[Any, JSONDict], Any]:
@@ -159,7 +178,8 @@ def _compile_from_dict(cls: type[_Model]) -> typing.Callable[[Any, JSONDict], An
         "kw = {}",
     ]
     namespace: dict[str, Any] = {"own": cls, "install_own": _install_from_dict, "MISSING": _MISSING}
-    for index, codec in enumerate(cls._codecs()):
+    codecs = cls._codecs()
+    for index, codec in enumerate(codecs):
         lines.append(f"v = data.get({codec.key!r}, MISSING)")
         if codec.has_default:
             lines.append("if v is not MISSING:")
@@ -178,7 +198,7 @@ def _compile_from_dict(cls: type[_Model]) -> typing.Callable[[Any, JSONDict], An
                 lines.append(f"{indent}if v is not None and not isinstance(v, N{index}):")
                 lines.append(f"{indent}    v = N{index}.from_dict(v)")
         lines.append(f"{indent}kw[{codec.attr!r}] = v")
-    namespace["known"] = frozenset(codec.key for codec in cls._codecs())
+    namespace["known"] = frozenset(codec.key for codec in codecs)
     lines += [
         "if len(data) != found:",
         "    extra = {k: x for k, x in data.items() if k not in known}",
@@ -186,12 +206,7 @@ def _compile_from_dict(cls: type[_Model]) -> typing.Callable[[Any, JSONDict], An
         "        kw['extra'] = extra",
         "return cls(**kw)",
     ]
-    body = "\n    ".join(lines)
-    exec(f"def from_dict(cls, data):\n    {body}\n", namespace)  # noqa: S102 - built from the class alone
-    function: typing.Callable[[Any, JSONDict], Any] = namespace["from_dict"]
-    function.__qualname__ = f"{name}.from_dict"
-    function.__doc__ = _Model.from_dict.__doc__
-    return function
+    return _define(cls, "from_dict", "cls, data", lines, namespace, _Model.from_dict.__doc__)
 
 
 _MISSING = object()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -302,14 +303,24 @@ async def test_prepare_statements_option(tmp_path: Path, prepare: bool) -> None:
         assert (prepared > 0) is prepare
 
 
-@pytest.mark.asyncio
-async def test_caller_owned_pool_is_used_and_left_untouched(tmp_path: Path) -> None:
+@asynccontextmanager
+async def callers_pool(min_size: int, max_size: int) -> AsyncIterator[Any]:
+    """An open psycopg pool of the test server, as an application would pass to the store."""
     from psycopg_pool import AsyncConnectionPool
 
-    dsn = require_postgres()
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        require_postgres(), min_size=min_size, max_size=max_size, open=False
+    )
     await pool.open(wait=True)
     try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.mark.asyncio
+async def test_caller_owned_pool_is_used_and_left_untouched(tmp_path: Path) -> None:
+    async with callers_pool(min_size=1, max_size=2) as pool:
         async with postgres_store(tmp_path, pool=pool, schema=new_schema()) as store:
             agent = "owned"
             info, messages, records, _ = _nasty_agent(agent)
@@ -327,8 +338,6 @@ async def test_caller_owned_pool_is_used_and_left_untouched(tmp_path: Path) -> N
                 await conn.execute("SELECT %s::text, current_setting('search_path')", ("\ue0001",))
             ).fetchone()
             assert row == ("\ue0001", '"$user", public')
-    finally:
-        await pool.close()
 
 
 @pytest.mark.asyncio
@@ -412,18 +421,13 @@ async def test_a_kept_connection_killed_by_the_server_is_replaced_without_an_err
 
 @pytest.mark.asyncio
 async def test_a_callers_pool_gets_every_connection_back(tmp_path: Path) -> None:
-    from psycopg_pool import AsyncConnectionPool
-
-    dsn = require_postgres()
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(dsn, min_size=2, max_size=2, open=False)
-    await pool.open(wait=True)
-    try:
-        async with postgres_store(tmp_path, pool=pool, schema=new_schema()) as store:
-            await store.save_info("k", sample_info("k"))
-            await store.save_messages("k", [sample_message(0)])
-            assert pool.get_stats()["pool_available"] == 2
-    finally:
-        await pool.close()
+    async with (
+        callers_pool(min_size=2, max_size=2) as pool,
+        postgres_store(tmp_path, pool=pool, schema=new_schema()) as store,
+    ):
+        await store.save_info("k", sample_info("k"))
+        await store.save_messages("k", [sample_message(0)])
+        assert pool.get_stats()["pool_available"] == 2
 
 
 @pytest.mark.asyncio

@@ -345,8 +345,8 @@ class PostgresDriver(SqlDriver):
             await pool.putconn(conn)
 
     async def _checkout(self, pool: Pool) -> Connection:
-        """A pooled connection that just answered, within the connection timeout; the caller puts
-        it back (a plain call, not a context manager: this runs for every statement).
+        """A pooled connection that just answered, within the connection timeout; the caller keeps
+        it for the next plan or puts it back (``_keep_or_return``).
 
         The check is ours rather than the pool's ``check=``: psycopg_pool sleeps 1, 2, 4, ... s after
         each failed check, so after a restart a pool of dead connections would make the next call wait
@@ -538,6 +538,10 @@ def _one_statement(guard: Stmt, writes: list[Stmt]) -> Stmt | None:
     one parse, bind and execute on the server, and one result for psycopg, where a pipeline of
     three statements costs the client about as much again. The CTEs run on one snapshot and touch
     disjoint rows; the guard's count still aborts the whole statement when it matched nothing."""
+    shapes = tuple((write.sql, len(write.params) if write.many else None) for write in writes)
+    text = _one_statement_sql(guard.sql, shapes)
+    if text is None:
+        return None
     params: list[Any] = list(guard.params)
     for write in writes:
         if write.many:
@@ -545,11 +549,7 @@ def _one_statement(guard: Stmt, writes: list[Stmt]) -> Stmt | None:
                 params.extend(row)
         else:
             params.extend(write.params)
-    if len(params) > _MAX_PARAMS:
-        return None
-    shapes = tuple((write.sql, len(write.params) if write.many else None) for write in writes)
-    text = _one_statement_sql(guard.sql, shapes)
-    return None if text is None else Stmt(text, params, "one")
+    return None if len(params) > _MAX_PARAMS else Stmt(text, params, "one")
 
 
 @lru_cache(maxsize=256)
