@@ -3,9 +3,11 @@
 Wraps the store's internal steps with timers (no profiler overhead on the rest) and prints the mean
 cost per turn of each: facade work, serialising and hashing rows, the SQL itself (in the driver's
 thread), the thread hop around it, event appends; with the statements, commits and bytes written
-(``/proc/self/io`` wchar) per turn beside the floor's. ``--cprofile`` adds cProfile listings of the
-event-loop thread and of the SQLite thread. Reads the store's internals; changes nothing on disk
-outside a temporary directory.
+(``/proc/self/io`` wchar) per turn beside the floor's. Then each statement kind's time per turn
+(``BEGIN``, ``COMMIT``, ``UPDATE agents``...) in the floor, the floor's 4-call sequence and the
+store, timed around each ``execute`` of SQLite's connections: what the store's SQL costs beyond the
+floor's. ``--cprofile`` adds cProfile listings of the event-loop thread and of the SQLite thread.
+Reads the store's internals; changes nothing on disk outside a temporary directory.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ import asyncio
 import cProfile
 import io
 import pstats
+import re
+import sqlite3
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +110,79 @@ def _counted(clock: Clock, key: str, fn: Callable[..., Any]) -> Callable[..., An
     return wrapper
 
 
-async def measure_store(system: str, agents: int, turns: int, profile: bool) -> tuple[Clock, float, int]:
+@lru_cache(maxsize=256)
+def statement_kind(sql: str) -> str:
+    """``UPDATE agents``, ``INSERT messages``, ``COMMIT``...: a statement's verb and table."""
+    found = re.match(r"\s*(INSERT INTO|UPDATE|DELETE FROM|SELECT|\w+)\s*(\w*)", sql, re.IGNORECASE)
+    if found is None:
+        return sql[:20]
+    verb, table = found.groups()
+    return f"{verb.split()[0].upper()} {table}".strip()
+
+
+class _TimedConnection(sqlite3.Connection):
+    """A connection that adds each statement's time to ``statements`` (by kind; a kind run off the
+    main thread, the store's checkpoints, is marked so)."""
+
+    statements: Clock
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        started = time.perf_counter_ns()
+        try:
+            return super().execute(sql, parameters)
+        finally:
+            self._add(sql, time.perf_counter_ns() - started)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        started = time.perf_counter_ns()
+        try:
+            return super().executemany(sql, parameters)
+        finally:
+            self._add(sql, time.perf_counter_ns() - started)
+
+    def _add(self, sql: str, elapsed_ns: int) -> None:
+        kind = statement_kind(sql)
+        if threading.current_thread() is not threading.main_thread():
+            kind += " (other thread)"
+        self.statements[kind] += elapsed_ns
+        self.statements[f"count {kind}"] += 1
+
+
+@contextmanager
+def timed_statements(statements: Clock) -> Iterator[None]:
+    """Every SQLite connection opened meanwhile (the floor's, the store's) times its statements."""
+    connect = sqlite3.connect
+
+    def timed_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, factory=_TimedConnection, **kwargs)
+        conn.statements = statements  # type: ignore[attr-defined]
+        return conn
+
+    sqlite3.connect = timed_connect  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sqlite3.connect = connect
+
+
+def statement_table(statements: Clock, count: int) -> list[str]:
+    """``us per turn, statements per turn, kind`` lines, the costliest first."""
+    kinds = [kind for kind in statements if not kind.startswith("count ")]
+    kinds.sort(key=statements.__getitem__, reverse=True)
+    total = sum(statements[kind] for kind in kinds if not kind.endswith("(other thread)"))
+    lines = [f"{total / count / 1000:8.1f} us  SQL per turn on the saving thread"]
+    for kind in kinds:
+        lines.append(
+            f"{statements[kind] / count / 1000:8.1f} us  {statements['count ' + kind] / count:5.2f} x  {kind}"
+        )
+    return lines
+
+
+async def measure_store(
+    system: str, agents: int, turns: int, profile: bool = False, statements: Clock | None = None
+) -> tuple[Clock, float, int]:
+    """The store's W1 with its steps timed (``instrument``); ``statements``: also each SQL statement's
+    time, cleared when the timed turns start (opening and creating the agents left out)."""
     plans = [to_models(plan) for plan in workload.build(agents, turns)]
     clock: Clock = Counter()
     with tempfile.TemporaryDirectory(prefix="kodestore-hotspots-") as directory:
@@ -112,6 +191,8 @@ async def measure_store(system: str, agents: int, turns: int, profile: bool) -> 
         for agent in plans:  # create the agents outside the measurement
             await store.save_info(agent.agent_id, agent.info)
         clock.clear()
+        if statements is not None:
+            statements.clear()
         profilers = (cProfile.Profile(), cProfile.Profile()) if profile else None
         loop = asyncio.get_running_loop()
         if profilers:
@@ -134,9 +215,13 @@ async def measure_store(system: str, agents: int, turns: int, profile: bool) -> 
     return clock, timings.wall_s, written
 
 
-def measure_floor(agents: int, turns: int) -> tuple[float, int]:
+def measure_floor(
+    agents: int, turns: int, per_call: bool = False, statements: Clock | None = None
+) -> tuple[float, int]:
     with tempfile.TemporaryDirectory(prefix="kodestore-hotspots-") as directory:
-        floor = SqliteFloor(Path(directory))
+        floor = SqliteFloor(Path(directory), per_call=per_call)
+        if statements is not None:
+            statements.clear()  # the schema's statements; the agents' creation stays (1 in 40 turns)
         written = wchar()
         timings = run_floor(floor, workload.build(agents, turns), turns)
         written = wchar() - written
@@ -202,6 +287,32 @@ def main() -> None:
         print(f"\n== kodestore, {'4 calls' if system == 'calls' else 'save_turn'} per turn ==")
         for label, value in breakdown(clock, wall_s, written, count):
             print(f"{label:48} {value}")
+    print("\n== SQL per turn by statement, timed inside execute (the wrapper adds ~1 us each) ==")
+    runs: list[tuple[str, Callable[[Clock], object]]] = [
+        ("floor", lambda statements: measure_floor(args.agents, args.turns, statements=statements)),
+        (
+            "floor, 4-call sequence",
+            lambda statements: measure_floor(args.agents, args.turns, True, statements),
+        ),
+        (
+            "kodestore, 4 calls",
+            lambda statements: asyncio.run(
+                measure_store("calls", args.agents, args.turns, statements=statements)
+            ),
+        ),
+        (
+            "kodestore, save_turn",
+            lambda statements: asyncio.run(
+                measure_store("turn", args.agents, args.turns, statements=statements)
+            ),
+        ),
+    ]
+    for label, run in runs:
+        statements: Clock = Counter()
+        with timed_statements(statements):
+            run(statements)
+        print(f"-- {label}")
+        print("\n".join(statement_table(statements, count)))
 
 
 if __name__ == "__main__":
