@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -120,11 +121,27 @@ def statement_kind(sql: str) -> str:
     return f"{verb.split()[0].upper()} {table}".strip()
 
 
-class _TimedConnection(sqlite3.Connection):
-    """A connection that adds each statement's time to ``statements`` (by kind; a kind run off the
-    main thread, the store's checkpoints, is marked so)."""
+@dataclass(slots=True)
+class StatementClock:
+    """Nanoseconds and calls per statement kind."""
 
-    statements: Clock
+    ns: Clock = field(default_factory=Counter)
+    calls: Clock = field(default_factory=Counter)
+
+    def add(self, kind: str, elapsed_ns: int) -> None:
+        self.ns[kind] += elapsed_ns
+        self.calls[kind] += 1
+
+    def clear(self) -> None:
+        self.ns.clear()
+        self.calls.clear()
+
+
+class _TimedConnection(sqlite3.Connection):
+    """A connection that adds each statement's time to ``statements`` by kind; a statement run off
+    the main thread (the store's checkpoints) counts under its kind marked "(other thread)"."""
+
+    statements: StatementClock
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         started = time.perf_counter_ns()
@@ -144,12 +161,11 @@ class _TimedConnection(sqlite3.Connection):
         kind = statement_kind(sql)
         if threading.current_thread() is not threading.main_thread():
             kind += " (other thread)"
-        self.statements[kind] += elapsed_ns
-        self.statements[f"count {kind}"] += 1
+        self.statements.add(kind, elapsed_ns)
 
 
 @contextmanager
-def timed_statements(statements: Clock) -> Iterator[None]:
+def timed_statements(statements: StatementClock) -> Iterator[None]:
     """Every SQLite connection opened meanwhile (the floor's, the store's) times its statements."""
     connect = sqlite3.connect
 
@@ -165,21 +181,19 @@ def timed_statements(statements: Clock) -> Iterator[None]:
         sqlite3.connect = connect
 
 
-def statement_table(statements: Clock, count: int) -> list[str]:
-    """``us per turn, statements per turn, kind`` lines, the costliest first."""
-    kinds = [kind for kind in statements if not kind.startswith("count ")]
-    kinds.sort(key=statements.__getitem__, reverse=True)
-    total = sum(statements[kind] for kind in kinds if not kind.endswith("(other thread)"))
+def statement_table(statements: StatementClock, count: int) -> list[str]:
+    """``us per turn, statements per turn, kind`` lines over ``count`` turns, the costliest first."""
+    kinds = sorted(statements.ns, key=statements.ns.__getitem__, reverse=True)
+    total = sum(statements.ns[kind] for kind in kinds if not kind.endswith("(other thread)"))
     lines = [f"{total / count / 1000:8.1f} us  SQL per turn on the saving thread"]
     for kind in kinds:
-        lines.append(
-            f"{statements[kind] / count / 1000:8.1f} us  {statements['count ' + kind] / count:5.2f} x  {kind}"
-        )
+        us, calls = statements.ns[kind] / count / 1000, statements.calls[kind] / count
+        lines.append(f"{us:8.1f} us  {calls:5.2f} x  {kind}")
     return lines
 
 
 async def measure_store(
-    system: str, agents: int, turns: int, profile: bool = False, statements: Clock | None = None
+    system: str, agents: int, turns: int, profile: bool = False, statements: StatementClock | None = None
 ) -> tuple[Clock, float, int]:
     """The store's W1 with its steps timed (``instrument``); ``statements``: also each SQL statement's
     time, cleared when the timed turns start (opening and creating the agents left out)."""
@@ -216,7 +230,7 @@ async def measure_store(
 
 
 def measure_floor(
-    agents: int, turns: int, per_call: bool = False, statements: Clock | None = None
+    agents: int, turns: int, per_call: bool = False, statements: StatementClock | None = None
 ) -> tuple[float, int]:
     with tempfile.TemporaryDirectory(prefix="kodestore-hotspots-") as directory:
         floor = SqliteFloor(Path(directory), per_call=per_call)
@@ -288,7 +302,7 @@ def main() -> None:
         for label, value in breakdown(clock, wall_s, written, count):
             print(f"{label:48} {value}")
     print("\n== SQL per turn by statement, timed inside execute (the wrapper adds ~1 us each) ==")
-    runs: list[tuple[str, Callable[[Clock], object]]] = [
+    runs: list[tuple[str, Callable[[StatementClock], object]]] = [
         ("floor", lambda statements: measure_floor(args.agents, args.turns, statements=statements)),
         (
             "floor, 4-call sequence",
@@ -308,7 +322,7 @@ def main() -> None:
         ),
     ]
     for label, run in runs:
-        statements: Clock = Counter()
+        statements = StatementClock()
         with timed_statements(statements):
             run(statements)
         print(f"-- {label}")

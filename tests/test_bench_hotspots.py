@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
 from pathlib import Path
 
-from bench.hotspots import statement_kind, statement_table, timed_statements
+from bench.hotspots import StatementClock, statement_kind, statement_table, timed_statements
 
 
 def test_statements_are_named_by_verb_and_table() -> None:
@@ -18,7 +17,7 @@ def test_statements_are_named_by_verb_and_table() -> None:
 
 
 def test_connections_opened_inside_count_each_statement_and_outside_nothing(tmp_path: Path) -> None:
-    statements: Counter[str] = Counter()
+    statements = StatementClock()
     with timed_statements(statements):
         conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
         conn.execute("CREATE TABLE agents (agent_id TEXT PRIMARY KEY, n INTEGER)")
@@ -32,9 +31,9 @@ def test_connections_opened_inside_count_each_statement_and_outside_nothing(tmp_
     conn.close()
     untimed.close()
 
-    counts = {kind[len("count ") :]: n for kind, n in statements.items() if kind.startswith("count ")}
-    assert counts == {"CREATE TABLE": 1, "BEGIN": 1, "INSERT agents": 1, "UPDATE agents": 2, "COMMIT": 1}
-    assert all(statements[kind] > 0 for kind in counts)
+    expected = {"CREATE TABLE": 1, "BEGIN": 1, "INSERT agents": 1, "UPDATE agents": 2, "COMMIT": 1}
+    assert statements.calls == expected
+    assert set(statements.ns) == set(expected) and all(statements.ns.values())
     lines = statement_table(statements, count=2)
     assert "SQL per turn on the saving thread" in lines[0]
     assert any(line.endswith("1.00 x  UPDATE agents") for line in lines)
