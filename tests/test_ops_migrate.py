@@ -123,16 +123,12 @@ async def _never_analyzed(store: Any) -> set[str]:
     """The tables of a Postgres store's schema that no ``ANALYZE`` command has visited."""
     from kodestore.db.base import Stmt
 
-    def plan() -> Any:
-        return (
-            yield Stmt(
-                "SELECT relname FROM pg_stat_user_tables WHERE schemaname = ? AND last_analyze IS NULL",
-                (store.options.schema,),
-                "all",
-            )
-        )
-
-    return {name for (name,) in await store.driver.run(plan, write=False)}
+    stmt = Stmt(
+        "SELECT relname FROM pg_stat_user_tables WHERE schemaname = ? AND last_analyze IS NULL",
+        (store.options.schema,),
+        "all",
+    )
+    return {name for (name,) in await store.driver.fetch(stmt)}
 
 
 async def test_restore_and_migrate_leave_postgres_with_fresh_statistics(

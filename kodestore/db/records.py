@@ -447,13 +447,8 @@ class SqlRecords(RecordBackend):
 
     async def refresh_statistics(self) -> None:
         stmt = self.driver.dialect.refresh_statistics()
-        if stmt is None:
-            return
-
-        def plan() -> Plan[None]:
-            yield stmt
-
-        await self.driver.run(plan, write=True)
+        if stmt is not None:
+            await self.driver.fetch(stmt, write=True)
 
     async def close(self) -> None:
         await self.driver.close()
